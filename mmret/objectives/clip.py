@@ -1,0 +1,110 @@
+"""CLIP InfoNCE (METHODS.md §1), with multi-positive targets and distributed gathering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmret.distributed import gather_features, get_rank, get_world_size
+from mmret.objectives.base import Objective, register_objective
+from mmret.objectives.contrastive import LearnableTemperature, same_id_targets, soft_cross_entropy
+
+
+@register_objective("clip")
+class ClipObjective(Objective):
+    """Symmetric InfoNCE: ``L = ½ [CE(S, y) + CE(Sᵀ, y)]``, ``S = logit_scale · V Tᵀ``.
+
+    Inputs: ``image_features`` (N, d) and ``text_features`` (N, d), L2-normalised;
+    ``logit_scale`` (scalar, already ``exp``-ed, as open_clip models return it) unless the
+    objective owns its temperature; optional ``image_ids`` (N,) for multi-positive
+    targets ``P = [id_a == id_b]`` row-normalised (captions of the same image in one
+    batch). Returns ``{"contrastive_loss"}``. Identical to ``open_clip.loss.ClipLoss``
+    when ids are unique.
+
+    Args:
+        local_loss: under torchrun, compute only the local rows against the gathered
+            columns (memory O(n·W·n) instead of O((W·n)²)); the mean over ranks equals
+            the global loss.
+        gather_with_grad: differentiable all-gather (see :mod:`mmret.distributed`).
+        temperature: if given, the objective owns its temperature ``τ`` (initialised
+            here, learnable when ``learn_temperature``) instead of using the model's
+            ``logit_scale``.
+        use_image_ids: use ``image_ids`` for multi-positive targets when provided.
+    """
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        local_loss: bool = False,
+        gather_with_grad: bool = True,
+        temperature: float | None = None,
+        learn_temperature: bool = True,
+        max_logit_scale: float = 100.0,
+        use_image_ids: bool = True,
+    ) -> None:
+        super().__init__(weight)
+        self.local_loss = local_loss
+        self.gather_with_grad = gather_with_grad
+        self.use_image_ids = use_image_ids
+        self.temperature = (
+            LearnableTemperature(temperature, min_temperature=1.0 / max_logit_scale,
+                                 learnable=learn_temperature)
+            if temperature is not None
+            else None
+        )
+        self.requires = ("image_features", "text_features") + (
+            ("logit_scale",) if temperature is None else ()
+        )
+
+    def compute(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor | None = None,
+        image_ids: torch.Tensor | None = None,
+        **_: Any,
+    ) -> dict[str, torch.Tensor]:
+        if image_features.shape != text_features.shape:
+            raise ValueError(
+                f"clip: image_features {tuple(image_features.shape)} and text_features "
+                f"{tuple(text_features.shape)} must have the same (N, d) shape"
+            )
+        scale = self.temperature.logit_scale() if self.temperature is not None else logit_scale
+        n = image_features.shape[0]
+        world = get_world_size()
+        if world > 1:
+            all_images = gather_features(image_features, self.gather_with_grad)
+            all_texts = gather_features(text_features, self.gather_with_grad)
+            all_ids = gather_features(image_ids) if image_ids is not None else None
+        else:
+            all_images, all_texts, all_ids = image_features, text_features, image_ids
+
+        if world > 1 and self.local_loss:
+            logits_per_image = scale * image_features @ all_texts.T
+            logits_per_text = scale * text_features @ all_images.T
+            row_ids = image_ids
+            offset = get_rank() * n
+        else:
+            logits_per_image = scale * all_images @ all_texts.T
+            logits_per_text = logits_per_image.T
+            row_ids = all_ids
+            offset = 0
+
+        if image_ids is not None and self.use_image_ids:
+            targets = same_id_targets(row_ids, all_ids)
+            loss = (
+                soft_cross_entropy(logits_per_image, targets)
+                + soft_cross_entropy(logits_per_text, targets)
+            ) / 2
+        else:
+            labels = torch.arange(logits_per_image.shape[0], device=image_features.device) + offset
+            loss = (
+                F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)
+            ) / 2
+        return {"contrastive_loss": loss}
+
+    def post_step(self) -> None:
+        if self.temperature is not None:
+            self.temperature.clamp()

@@ -1,0 +1,191 @@
+"""Tower factory: mmret's own tiny models, open_clip models, and timm + Hugging Face pairs.
+
+``create_towers(name, pretrained=None, **kwargs) -> Towers(model, train_transform,
+eval_transform, tokenizer)``. Every model follows open_clip's API (see
+:class:`~mmret.towers.dual_encoder.DualEncoder`), so open_clip code and mmret code accept
+each other's models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from typing import Any, NamedTuple
+
+from torch import nn
+
+from mmret.towers.dual_encoder import DualEncoder, set_trainable
+from mmret.towers.tokenizers import HashTokenizer, HFTokenizer
+
+__all__ = [
+    "DualEncoder",
+    "TowerLoadError",
+    "Towers",
+    "create_towers",
+    "list_tower_configs",
+    "set_trainable",
+]
+
+
+class TowerLoadError(RuntimeError):
+    """A model or its pretrained weights could not be created or loaded."""
+
+
+class Towers(NamedTuple):
+    model: nn.Module
+    train_transform: Any
+    eval_transform: Any
+    tokenizer: Any
+
+
+def list_tower_configs() -> list[str]:
+    """Names of mmret's own architectures (JSON files in ``mmret/towers/configs``)."""
+    folder = resources.files("mmret.towers") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_tower_config(name: str) -> dict[str, Any]:
+    path = resources.files("mmret.towers") / "configs" / f"{name}.json"
+    if not path.is_file():
+        raise TowerLoadError(f"no mmret tower config {name!r}; known: {list_tower_configs()}")
+    return json.loads(path.read_text())
+
+
+def _image_transform(image_size: int, mean: list[float], std: list[float]) -> Any:
+    from torchvision import transforms as T  # imported lazily: torchvision is slow to import
+
+    return T.Compose(
+        [
+            T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(image_size),
+            T.Lambda(_to_rgb),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def _to_rgb(image: Any) -> Any:
+    return image.convert("RGB") if hasattr(image, "convert") else image
+
+
+def _create_mmret_towers(name: str, pretrained: str | None, overrides: dict[str, Any]) -> Towers:
+    cfg = load_tower_config(name)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    from mmret.towers.tiny import TinyTextTransformer, TinyVisionTransformer
+
+    model = DualEncoder(
+        TinyVisionTransformer(cfg["embed_dim"], **cfg["vision"]),
+        TinyTextTransformer(cfg["embed_dim"], **cfg["text"]),
+        init_temperature=cfg["init_temperature"],
+        init_logit_bias=cfg["init_logit_bias"],
+    )
+    if pretrained:
+        from mmret.engine.checkpoint import load_weights
+
+        load_weights(model, pretrained)
+    transform = _image_transform(cfg["vision"]["image_size"], cfg["image_mean"], cfg["image_std"])
+    tokenizer = HashTokenizer(cfg["text"]["vocab_size"], cfg["text"]["context_length"])
+    # Geometric/colour augmentation would change what captions say (positions, colours):
+    # the tiny towers train on the evaluation transform.
+    return Towers(model, transform, transform, tokenizer)
+
+
+def _hub_cache(cache_dir: str | None) -> str:
+    if cache_dir:
+        return cache_dir
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - huggingface_hub always ships with open_clip
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _create_open_clip_towers(
+    name: str, pretrained: str | None, cache_dir: str | None, kwargs: dict[str, Any]
+) -> Towers:
+    import open_clip
+
+    kwargs.setdefault("output_dict", True)  # open_clip's dict output (mmret's contract)
+    try:
+        model, train_tf, eval_tf = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, cache_dir=cache_dir, **kwargs
+        )
+        tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+    except Exception as exc:  # network/hub errors come in many types
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TowerLoadError(
+            f"could not create open_clip model {name!r} with pretrained tag {pretrained!r} "
+            f"(cache: {_hub_cache(cache_dir)}): {reason}. Without network access, put the "
+            "weights in that cache, pass a local file as `pretrained`, or use pretrained=None."
+        ) from None
+    return Towers(model, train_tf, eval_tf, tokenizer)
+
+
+def _create_timm_hf_towers(
+    vision_model: str,
+    text_model: str,
+    embed_dim: int = 512,
+    vision_pretrained: bool = False,
+    text_pretrained: bool = True,
+    context_length: int = 64,
+    init_temperature: float = 0.07,
+    init_logit_bias: float | None = None,
+) -> Towers:
+    from mmret.towers.hf_timm import HFTextTower, TimmVisionTower
+
+    try:
+        tokenizer = HFTokenizer(text_model, context_length=context_length)
+        visual = TimmVisionTower(vision_model, embed_dim, pretrained=vision_pretrained)
+        text = HFTextTower(text_model, embed_dim, pretrained=text_pretrained, pad_id=tokenizer.pad_id)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TowerLoadError(
+            f"could not create timm vision tower {vision_model!r} (pretrained={vision_pretrained}) "
+            f"+ Hugging Face text tower {text_model!r} (pretrained={text_pretrained}) "
+            f"(cache: {_hub_cache(None)}): {reason}"
+        ) from None
+    cfg = visual.data_config
+    transform = _image_transform(cfg["input_size"][-1], list(cfg["mean"]), list(cfg["std"]))
+    model = DualEncoder(visual, text, init_temperature, init_logit_bias)
+    return Towers(model, transform, transform, tokenizer)
+
+
+def create_towers(
+    name: str, pretrained: str | None = None, cache_dir: str | None = None, **kwargs: Any
+) -> Towers:
+    """Build a dual encoder with its image transforms and tokenizer.
+
+    Args:
+        name: ``"mmret-tiny"`` (or another of :func:`list_tower_configs`), ``"timm-hf"``
+            (with ``vision_model=``, ``text_model=``, ``embed_dim=`` …), or any open_clip
+            model name (``"ViT-B-32"``, ``"xlm-roberta-base-ViT-B-32"``, ``"hf-hub:…"``).
+        pretrained: open_clip pretrained tag or weights file; for mmret configs a
+            safetensors file or checkpoint folder.
+        cache_dir: where hub downloads are cached (open_clip models).
+        kwargs: architecture overrides for mmret configs (e.g. ``vision={"depth": 2}``),
+            tower options for ``timm-hf``, or open_clip ``create_model_and_transforms``
+            keywords.
+
+    Raises:
+        TowerLoadError: unknown name, or weights that cannot be downloaded/loaded; the
+            message names the model, the tag and the cache path.
+    """
+    if name in list_tower_configs():
+        return _create_mmret_towers(name, pretrained, kwargs)
+    if name == "timm-hf":
+        return _create_timm_hf_towers(**kwargs)
+    import open_clip
+
+    if not name.startswith(("hf-hub:", "local-dir:")) and name not in open_clip.list_models():
+        raise TowerLoadError(
+            f"unknown tower {name!r}: not an mmret config ({', '.join(list_tower_configs())}), "
+            "not 'timm-hf', and not an open_clip model (see open_clip.list_models())"
+        )
+    return _create_open_clip_towers(name, pretrained, cache_dir, kwargs)

