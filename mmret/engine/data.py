@@ -30,7 +30,7 @@ class Split:
     image_paths: list[str]
     captions: list[str]
     text_to_image: torch.Tensor  # LongTensor[M]
-    image_ids: list[int]
+    image_ids: list
 
     def __post_init__(self) -> None:
         self.text_to_image = torch.as_tensor(self.text_to_image, dtype=torch.long)
@@ -64,7 +64,7 @@ def _read_karpathy(json_path: Path, image_root: Path, split: str) -> Split:
             continue
         index = len(paths)
         paths.append(str(image_root / entry.get("filepath", "") / entry["filename"]))
-        ids.append(int(entry.get("imgid", entry.get("cocoid", index))))
+        ids.append(entry.get("imgid", entry.get("cocoid", index)))
         for sentence in entry["sentences"]:
             captions.append(sentence["raw"] if isinstance(sentence, dict) else str(sentence))
             owner.append(index)
@@ -82,7 +82,7 @@ def load_split(cfg: DataConfig, split: str, root: Path) -> Split:
     if not image_root.is_absolute():
         image_root = root / image_root
     try:
-        from mmret.data import load_karpathy  # type: ignore[attr-defined]
+        from mmret.data.retrieval import load_karpathy
     except ImportError:
         result = _read_karpathy(json_path, image_root, split)
     else:
@@ -91,7 +91,7 @@ def load_split(cfg: DataConfig, split: str, root: Path) -> Split:
             [str(p) for p in loaded.image_paths],
             list(loaded.captions),
             torch.as_tensor(loaded.text_to_image),
-            [int(i) for i in loaded.image_ids],
+            list(loaded.image_ids),
         )
     limit = cfg.max_eval_images if split != cfg.train_split else cfg.max_train_images
     return result.subset(limit)
@@ -157,7 +157,8 @@ class ImageStore:
 
 
 class ImageCaptionPairs(Dataset):
-    """Training pairs: one item per caption, ``{"image", "caption", "image_id"}``.
+    """Training pairs: one item per caption, ``{"image", "caption", "image_id"}``
+    (``image_id`` = the image's index in the split, for multi-positive targets).
 
     With ``captions_per_image = K > 1`` an item is an image with K of its captions
     (consecutive captions, cycling when the image has fewer).
@@ -208,5 +209,5 @@ class ImageCaptionPairs(Dataset):
         return {
             "image": self._image(image_index, seed),
             "caption": caption,
-            "image_id": int(self.split.image_ids[image_index]),
+            "image_id": image_index,
         }

@@ -49,6 +49,7 @@ from mmret.metrics._checks import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_TILE_SIZE",
     "GoldSets",
     "gold_ranks",
     "chunked_topk",
@@ -57,6 +58,9 @@ __all__ = [
 
 #: Query rows per chunk. 256 rows × 25,000 captions = 25.6 MB of scores (COCO 5K).
 DEFAULT_CHUNK_SIZE = 256
+
+#: Caption columns per tile in :func:`image_text_ranks` (256 × 2048 fp32 = 2 MiB).
+DEFAULT_TILE_SIZE = 2048
 
 #: Subset mode gathers ``rows × candidates × d`` gallery features; keep that below this.
 _SUBSET_GATHER_BYTES = 64 * 2**20
@@ -165,10 +169,16 @@ def _work_dtype(gallery_size: int) -> torch.dtype:
     return torch.float32 if gallery_size < 2**24 else torch.float64
 
 
-def _best_gold(scores: Tensor, local: Tensor, gold_index: Tensor) -> tuple[Tensor, Tensor]:
-    """Best gold per row: (score g [c], gallery index b [c]) — highest score, lowest index."""
+def _best_gold(scores: Tensor, local: Tensor, gold_index: Tensor,
+               gold_scores: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Best gold per row: (score g [c], gallery index b [c]) — highest score, lowest index.
+
+    ``gold_scores`` (the scores of the (local, gold_index) pairs) default to
+    ``scores[local, gold_index]``; ``scores`` then only supplies the row count.
+    """
     rows = scores.shape[0]
-    gold_scores = scores[local, gold_index]
+    if gold_scores is None:
+        gold_scores = scores[local, gold_index]
     best = torch.full((rows,), _NEG_INF, device=scores.device, dtype=scores.dtype)
     best = best.scatter_reduce(0, local, gold_scores, "amax", include_self=True)
     sentinel = torch.iinfo(torch.long).max
@@ -399,37 +409,47 @@ def image_text_ranks(
     text_to_image: Tensor,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    tile_size: int = DEFAULT_TILE_SIZE,
 ) -> tuple[Tensor, Tensor]:
     """Both retrieval directions from a single pass over the image × text score matrix.
 
     Args:
         image_features: FloatTensor[N, d]; text_features: FloatTensor[M, d].
         text_to_image: LongTensor[M], the image of each caption; every image needs >= 1.
-        chunk_size: image rows scored at once (``chunk_size × M`` scores + a work buffer).
+        chunk_size: image rows per chunk; tile_size: caption columns per tile. The pass
+            holds one ``chunk_size × tile_size`` score tile and an equal work buffer.
 
     Returns:
         (image_to_text ranks LongTensor[N] — best rank among the image's captions,
         text_to_image ranks LongTensor[M] — rank of the caption's image).
 
-    The score matrix ``S = V Tᵀ`` is produced in row chunks of images. Image→text ranks
-    come from complete rows (:func:`_count_ahead_rows`). For text→image, caption ``j``
-    with gold image ``i_j`` and gold score ``g_j`` needs, summed over all image chunks,
-    ``#{i : S_ij > g_j} + #{i : S_ij == g_j, i < i_j}``. In a chunk that lies entirely
-    before ``i_j``'s chunk every image index is ``< i_j``, so the count is
-    ``#{S_ij >= g_j} = #{S_ij > nextafter(g_j, -inf)}``; after it, ``#{S_ij > g_j}``;
-    in ``i_j``'s own chunk the tie term is counted exactly on the few gold columns.
-    One comparison pass with a per-column threshold therefore covers every caption.
+    Maths. ``S = V Tᵀ`` is produced tile by tile and never stored. Each gold pair
+    ``(i_j, j)`` (caption j of image i_j) has score ``g_j = S_{i_j j}``. Both directions
+    need these thresholds before the pass; a pre-pass computes them (products of each
+    image chunk with its own captions only, ``≈ chunk/N`` of the full product).
 
-    The ``g_j`` are needed before the pass and come from a small pre-pass
-    (``V_chunk · T_goldsᵀ``, about ``chunk/N`` of the full product). When the main pass
-    reaches ``i_j``'s chunk it checks that its own entry ``S_{i_j j}`` equals ``g_j``
-    bitwise; captions where it does not (a BLAS that rounds differently for another call
-    shape) are re-ranked with :func:`gold_ranks`, so every rank stays exact.
+    * text→image, caption j: ``rank = #{i : S_ij > g_j} + #{i : S_ij == g_j, i < i_j}``.
+      In an image chunk wholly before i_j's chunk every ``i < i_j`` so the chunk adds
+      ``#{S_ij >= g_j} = #{S_ij > nextafter(g_j, -inf)}``; after it ``#{S_ij > g_j}``;
+      inside i_j's own chunk ``#{S_ij > g_j}`` plus the tie term on that column only.
+    * image→text, image i with gold set B_i: ``g_i = max_{b∈B_i} S_ib``, ``b_i`` the
+      lowest-index gold reaching it, ``rank = #{j : S_ij > g_i} + #{j : S_ij == g_i,
+      j < b_i}``. A caption tile wholly before b_i adds ``#{S_ij > nextafter(g_i,-inf)}``,
+      any other tile ``#{S_ij > g_i}``, and the tile holding b_i also the tie term.
+
+    So each tile needs one comparison with per-row thresholds and one with per-column
+    thresholds (both summed on an L2-sized buffer) plus tie terms on a few rows/columns.
+
+    Consistency: every gold entry met in the main pass is compared bitwise with its
+    pre-pass value. Where a BLAS rounds the two differently (another call shape), the
+    affected images and captions are re-ranked with :func:`gold_ranks`, whose rows are
+    self-consistent, so every rank stays exact for the scores it was computed from.
     """
     images = as_features(image_features, "image_features")
     texts = as_features(text_features, "text_features")
     check_pair(images, texts, "image_features", "text_features")
     check_chunk_size(chunk_size)
+    check_chunk_size(tile_size)
     n_images, n_texts = images.shape[0], texts.shape[0]
     owner = as_index(text_to_image, "text_to_image", length=n_texts, upper=n_images,
                      device=images.device)
@@ -440,50 +460,111 @@ def image_text_ranks(
             f"text_to_image: {lonely.numel()} images have no caption "
             f"(first: {lonely[:5].tolist()}); every image needs at least one"
         )
-    device = images.device
-    rows = min(chunk_size, n_images)
-    chunk_of_caption = owner // chunk_size
-    image_to_text = torch.empty(n_images, dtype=torch.long, device=device)
-    text_counts = torch.zeros(n_texts, dtype=torch.long, device=device)
-    suspicious = torch.zeros(n_texts, dtype=torch.bool, device=device)
     with fp32_matmul():
-        gold_score = _caption_gold_scores(images, texts, golds, n_texts, chunk_size)
-        below = torch.nextafter(gold_score, torch.full_like(gold_score, _NEG_INF))
-        buffer = torch.empty(rows, n_texts, device=device, dtype=torch.float32)
-        work = torch.empty(rows, n_texts, device=device, dtype=_work_dtype(n_texts))
-        for chunk, (start, stop) in enumerate(_chunks(n_images, chunk_size)):
-            scores = torch.mm(images[start:stop], texts.T, out=buffer[: stop - start])
-            scratch = work[: stop - start]
-            local, captions = golds.rows(start, stop)
-            best, first = _best_gold(scores, local, captions)
-            image_to_text[start:stop] = _count_ahead_rows(scores, best, first, scratch)
-            threshold = torch.where(chunk_of_caption > chunk, below, gold_score)
-            text_counts += torch.gt(scores, threshold, out=scratch).sum(0).long()
-            own = scores[:, captions]  # [c, m]: this chunk's captions
-            own_gold = gold_score[captions]
-            suspicious[captions] = own[local, torch.arange(captions.numel(), device=device)] \
-                != own_gold
-            image_index = torch.arange(start, stop, device=device)[:, None]
-            ties = (own == own_gold) & (image_index < owner[captions])
-            text_counts[captions] += ties.sum(0)
-        redo = suspicious.nonzero().flatten()
-        if redo.numel():
-            text_counts[redo] = gold_ranks(texts[redo], images, owner[redo],
-                                           chunk_size=chunk_size)
-    return image_to_text, text_counts
+        pre = _gold_pair_scores(images, texts, golds, owner, chunk_size)
+        image_ranks, text_ranks, bad_pairs = _tiled_pass(images, texts, golds, owner, pre,
+                                                         chunk_size, tile_size)
+        if bad_pairs.numel():  # inconsistent rounding: re-rank the touched queries exactly
+            captions = golds.indices[bad_pairs].unique()
+            text_ranks[captions] = gold_ranks(texts[captions], images, owner[captions],
+                                              chunk_size=chunk_size)
+            redo = owner[captions].unique()
+            flagged = torch.zeros(n_images, dtype=torch.bool, device=images.device)
+            flagged[redo] = True
+            keep = flagged[owner[golds.indices]]
+            sub = GoldSets(torch.cat([golds.indptr.new_zeros(1), golds.counts()[redo].cumsum(0)]),
+                           golds.indices[keep])
+            image_ranks[redo] = gold_ranks(images[redo], texts, sub, chunk_size=chunk_size)
+    return image_ranks, text_ranks
 
 
-def _caption_gold_scores(images: Tensor, texts: Tensor, golds: GoldSets, n_texts: int,
-                         chunk_size: int) -> Tensor:
-    """``g_j = v_{i_j} · t_j`` for every caption, computed with row-chunked products.
+@dataclass(frozen=True)
+class _GoldPairs:
+    """Pre-pass results. Pairs follow ``golds.indices`` order (by image, then caption)."""
 
-    Uses the same image row chunks as the main pass so that the products have the same
-    row count (most BLAS then round the entries identically); correctness does not
-    depend on it (see :func:`image_text_ranks`).
+    pair_score: Tensor  # [M] S_{i_j, j} for the pair list
+    caption_score: Tensor  # [M] g_j indexed by caption
+    image_score: Tensor  # [N] g_i
+    image_first: Tensor  # [N] b_i
+
+
+def _gold_pair_scores(images: Tensor, texts: Tensor, golds: GoldSets, owner: Tensor,
+                      chunk_size: int) -> _GoldPairs:
+    """Scores of every (image, own caption) pair from row-chunked products.
+
+    Uses the main pass's image row chunks so that the products have the same row count
+    (most BLAS then round identically); correctness does not rely on it.
     """
-    scores = torch.empty(n_texts, device=images.device, dtype=torch.float32)
+    device = images.device
+    pair_score = torch.empty(texts.shape[0], device=device, dtype=torch.float32)
+    image_score = torch.empty(images.shape[0], device=device, dtype=torch.float32)
+    image_first = torch.empty(images.shape[0], device=device, dtype=torch.long)
     for start, stop in _chunks(images.shape[0], chunk_size):
         local, captions = golds.rows(start, stop)
+        lo = int(golds.indptr[start])
         block = torch.mm(images[start:stop], texts[captions].T)
-        scores[captions] = block[local, torch.arange(captions.numel(), device=images.device)]
-    return scores
+        scores = block[local, torch.arange(captions.numel(), device=device)]
+        pair_score[lo : lo + captions.numel()] = scores
+        best, first = _best_gold(block.new_empty(stop - start, 0), local, captions, scores)
+        image_score[start:stop] = best
+        image_first[start:stop] = first
+    caption_score = torch.empty_like(pair_score)
+    caption_score[golds.indices] = pair_score
+    return _GoldPairs(pair_score, caption_score, image_score, image_first)
+
+
+def _tiled_pass(images: Tensor, texts: Tensor, golds: GoldSets, owner: Tensor,
+                pre: _GoldPairs, chunk_size: int, tile_size: int
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """Main pass (see :func:`image_text_ranks`). Returns ranks and inconsistent pair ids."""
+    device = images.device
+    n_images, n_texts = images.shape[0], texts.shape[0]
+    rows, cols = min(chunk_size, n_images), min(tile_size, n_texts)
+    tile_buffer = torch.empty(rows, cols, device=device, dtype=torch.float32)
+    work_buffer = torch.empty(rows, cols, device=device, dtype=torch.float32)
+    image_ranks = torch.zeros(n_images, dtype=torch.long, device=device)
+    text_ranks = torch.zeros(n_texts, dtype=torch.long, device=device)
+    caption_below = torch.nextafter(pre.caption_score,
+                                    torch.full_like(pre.caption_score, _NEG_INF))
+    chunk_of_caption = owner // chunk_size
+    bad = []
+    for chunk, (start, stop) in enumerate(_chunks(n_images, chunk_size)):
+        n = stop - start
+        g_row, b_row = pre.image_score[start:stop], pre.image_first[start:stop]
+        g_row_below = torch.nextafter(g_row, torch.full_like(g_row, _NEG_INF))
+        column_threshold = torch.where(chunk_of_caption > chunk, caption_below,
+                                       pre.caption_score)
+        lo, hi = int(golds.indptr[start]), int(golds.indptr[stop])
+        pair_caption = golds.indices[lo:hi]
+        pair_row = owner[pair_caption] - start
+        row_counts = torch.zeros(n, dtype=torch.long, device=device)
+        image_block = images[start:stop]
+        for t0, t1 in _chunks(n_texts, tile_size):
+            scores = torch.mm(image_block, texts[t0:t1].T, out=tile_buffer[:n, : t1 - t0])
+            work = work_buffer[:n, : t1 - t0]
+            row_threshold = torch.where(b_row >= t1, g_row_below, g_row)
+            row_counts += torch.gt(scores, row_threshold[:, None], out=work).sum(1).long()
+            text_ranks[t0:t1] += torch.gt(scores, column_threshold[None, t0:t1],
+                                          out=work).sum(0).long()
+            # image→text tie term on rows whose first best gold lies in this tile
+            here = ((b_row >= t0) & (b_row < t1)).nonzero().flatten()
+            if here.numel():
+                sub = scores[here]
+                position = torch.arange(t0, t1, device=device)
+                ties = (sub == g_row[here, None]) & (position < b_row[here, None])
+                row_counts[here] += ties.sum(1)
+            # gold pairs in this tile: consistency check + text→image tie term
+            in_tile = ((pair_caption >= t0) & (pair_caption < t1)).nonzero().flatten()
+            if in_tile.numel():
+                caption = pair_caption[in_tile]
+                column = scores[:, caption - t0]  # [n, m]
+                own = column[pair_row[in_tile], torch.arange(in_tile.numel(), device=device)]
+                mismatch = own != pre.pair_score[lo + in_tile]
+                if bool(mismatch.any()):
+                    bad.append(lo + in_tile[mismatch])
+                image_index = torch.arange(start, stop, device=device)[:, None]
+                ties = (column == pre.caption_score[caption]) & (image_index < owner[caption])
+                text_ranks[caption] += ties.sum(0)
+        image_ranks[start:stop] = row_counts
+    bad_pairs = torch.cat(bad) if bad else torch.empty(0, dtype=torch.long, device=device)
+    return image_ranks, text_ranks, bad_pairs

@@ -1,10 +1,7 @@
 """Training objectives behind one contract (see :mod:`mmret.objectives.base`)."""
 
-from mmret.objectives import (  # noqa: F401  (registration side effect)
-    clip,
-    one_to_k,  # noqa: F401
-    siglip,
-)
+# Importing an objective's module registers it.
+from mmret.objectives import clip, one_to_k, siglip  # noqa: F401
 from mmret.objectives.base import (
     OBJECTIVES,
     CombinedObjective,

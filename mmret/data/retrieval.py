@@ -1,0 +1,224 @@
+"""Image-text retrieval splits: Karpathy JSON and ALBEF-style JSON.
+
+Both loaders return a :class:`RetrievalSplit`: unique images, all captions, and for each
+caption the index of its image (``text_to_image``), which is exactly what evaluation needs
+(text->image gold = ``text_to_image[t]``; image->text golds = captions mapping to the image).
+:class:`ImageTextTrainDataset` turns a split into per-caption training records.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from mmret.data.errors import (
+    DatasetFormatError,
+    expect_type,
+    get_field,
+    get_string_list,
+    read_json,
+)
+from mmret.data.images import ImageTransform, apply_transform, load_image
+
+KARPATHY_SPLITS = ("train", "val", "test", "restval")
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+
+@dataclass(frozen=True, repr=False)
+class RetrievalSplit:
+    """An image-text retrieval split.
+
+    Attributes:
+        image_paths: path of image ``i`` (unique), length N.
+        captions: caption ``t``, length T.
+        text_to_image: index in ``image_paths`` of the image caption ``t`` describes, length T.
+        image_ids: the dataset's own id of image ``i`` (e.g. Karpathy ``imgid``), length N.
+    """
+
+    image_paths: list[str]
+    captions: list[str]
+    text_to_image: list[int]
+    image_ids: list
+
+    def __post_init__(self) -> None:
+        if len(self.captions) != len(self.text_to_image):
+            raise ValueError(
+                f"captions ({len(self.captions)}) and text_to_image ({len(self.text_to_image)}) "
+                "must have the same length"
+            )
+        if len(self.image_ids) != len(self.image_paths):
+            raise ValueError(
+                f"image_ids ({len(self.image_ids)}) and image_paths ({len(self.image_paths)}) "
+                "must have the same length"
+            )
+        n = len(self.image_paths)
+        bad = next((t for t, i in enumerate(self.text_to_image) if not 0 <= i < n), None)
+        if bad is not None:
+            raise ValueError(
+                f"text_to_image[{bad}] = {self.text_to_image[bad]} is not an image index in [0, {n})"
+            )
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def num_texts(self) -> int:
+        return len(self.captions)
+
+    def image_to_texts(self) -> list[list[int]]:
+        """For each image the indices of its captions (ascending)."""
+        out: list[list[int]] = [[] for _ in self.image_paths]
+        for t, i in enumerate(self.text_to_image):
+            out[i].append(t)
+        return out
+
+    def __repr__(self) -> str:
+        return f"RetrievalSplit(num_images={self.num_images}, num_texts={self.num_texts})"
+
+
+def load_karpathy(
+    json_path: str | os.PathLike,
+    image_root: str | os.PathLike,
+    split: str,
+    *,
+    restval_as_train: bool = True,
+) -> RetrievalSplit:
+    """Load one split of a Karpathy-style ``dataset_{coco,flickr30k}.json``.
+
+    Image ``i``'s path is ``image_root/filepath/filename`` (``filepath`` may be absent, as in
+    Flickr30K). Its id is ``imgid`` if present, else ``cocoid``, else its record index.
+    Captions are the ``raw`` field of ``sentences``. With ``split="train"`` and
+    ``restval_as_train`` the ``restval`` images (the 30K COCO images outside the 5K val/test)
+    are included, as in the standard COCO training set.
+    """
+    if split not in KARPATHY_SPLITS:
+        raise ValueError(f"split must be one of {KARPATHY_SPLITS}, got {split!r}")
+    wanted = {split, "restval"} if split == "train" and restval_as_train else {split}
+    data = read_json(json_path, "Karpathy split JSON")
+    images = get_field(data, "images", list, json_path)
+    paths: list[str] = []
+    ids: list = []
+    captions: list[str] = []
+    text_to_image: list[int] = []
+    for index, record in enumerate(images):
+        record_split = get_field(record, "split", str, json_path, index=index)
+        if record_split not in KARPATHY_SPLITS:
+            raise DatasetFormatError(
+                json_path, f"expected one of {KARPATHY_SPLITS}, got {record_split!r}",
+                record=index, field="split",
+            )  # fmt: skip
+        if record_split not in wanted:
+            continue
+        filename = get_field(record, "filename", str, json_path, index=index)
+        filepath = get_field(record, "filepath", str, json_path, index=index, default="")
+        image_id = record.get("imgid", record.get("cocoid", index))
+        sentences = get_field(record, "sentences", list, json_path, index=index)
+        image_index = len(paths)
+        paths.append(os.path.join(image_root, filepath, filename))
+        ids.append(image_id)
+        for k, sentence in enumerate(sentences):
+            raw = sentence.get("raw") if isinstance(sentence, dict) else None
+            if not isinstance(raw, str) or not raw.strip():
+                raise DatasetFormatError(
+                    json_path, f"expected a non-empty string, got {raw!r}",
+                    record=index, field=f"sentences[{k}].raw",
+                )  # fmt: skip
+            captions.append(raw.strip())
+            text_to_image.append(image_index)
+    if not paths:
+        raise DatasetFormatError(json_path, f"no images with split {split!r}")
+    return RetrievalSplit(paths, captions, text_to_image, ids)
+
+
+def load_albef(json_path: str | os.PathLike, image_root: str | os.PathLike) -> RetrievalSplit:
+    """Load an ALBEF-style retrieval JSON (a list of records).
+
+    Training files have one record per caption, ``{"image": path, "caption": str,
+    "image_id": id}``; evaluation files one record per image, ``{"image": path, "caption":
+    [str, ...]}``. Both (even mixed) are accepted: records with the same ``image`` are one
+    image, whose id is the first record's ``image_id`` (or the record index if absent).
+    Paths are ``image_root/image``.
+    """
+    data = read_json(json_path, "ALBEF retrieval JSON")
+    expect_type(data, list, json_path)
+    index_of: dict[str, int] = {}
+    paths: list[str] = []
+    ids: list = []
+    captions: list[str] = []
+    text_to_image: list[int] = []
+    for index, record in enumerate(data):
+        image = get_field(record, "image", str, json_path, index=index)
+        texts = get_string_list(record, "caption", json_path, index=index, allow_string=True)
+        image_id = get_field(record, "image_id", (str, int), json_path, index=index, default=index)
+        if image not in index_of:
+            index_of[image] = len(paths)
+            paths.append(os.path.join(image_root, image))
+            ids.append(image_id)
+        for text in texts:
+            if not text.strip():
+                raise DatasetFormatError(json_path, "empty caption", record=index, field="caption")
+            captions.append(text.strip())
+            text_to_image.append(index_of[image])
+    if not paths:
+        raise DatasetFormatError(json_path, "no records")
+    return RetrievalSplit(paths, captions, text_to_image, ids)
+
+
+class ImageTextTrainDataset(Dataset):
+    """One item per caption of a :class:`RetrievalSplit`.
+
+    Item ``t`` is ``{"image": transform(image), "caption": str, "image_id": int}`` where
+    ``image_id`` is the dense image index ``text_to_image[t]`` (captions of the same image
+    share it, which multi-positive objectives use); the dataset's own ids stay in
+    ``split.image_ids``. Without a transform the image is a FloatTensor[3, H, W] in [0, 1].
+    Tokenisation normally happens in the collate function (one tokenizer call per batch);
+    with ``tokenizer`` each item also gets ``"text"``: LongTensor[L] = ``tokenizer([c])[0]``.
+    """
+
+    def __init__(
+        self,
+        split: RetrievalSplit,
+        transform: ImageTransform | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self.split = split
+        self.transform = transform
+        self.tokenizer = tokenizer
+
+    def __len__(self) -> int:
+        return self.split.num_texts
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_index = self.split.text_to_image[index]
+        caption = self.split.captions[index]
+        item: dict[str, Any] = {
+            "image": apply_transform(
+                load_image(self.split.image_paths[image_index]), self.transform
+            ),
+            "caption": caption,
+            "image_id": image_index,
+        }
+        if self.tokenizer is not None:
+            item["text"] = self.tokenizer([caption])[0]
+        return item
+
+
+def concat_splits(splits: Sequence[RetrievalSplit]) -> RetrievalSplit:
+    """Concatenate splits (images of later splits are re-indexed after earlier ones)."""
+    paths: list[str] = []
+    ids: list = []
+    captions: list[str] = []
+    text_to_image: list[int] = []
+    for split in splits:
+        offset = len(paths)
+        paths += split.image_paths
+        ids += split.image_ids
+        captions += split.captions
+        text_to_image += [offset + i for i in split.text_to_image]
+    return RetrievalSplit(paths, captions, text_to_image, ids)

@@ -1,0 +1,222 @@
+"""From a composed config to a finished run directory (used by ``mmret-train`` and the demo).
+
+:func:`run_training` validates the config sections, initialises ``torch.distributed``
+from torchrun's environment, prepares the data (generating the synthetic benchmark when
+configured), builds towers and objective, trains with :class:`~mmret.engine.Trainer`,
+evaluates the final model on ``eval.split`` and writes ``config.yaml``, ``metrics.json``,
+``results.md``, ``loss.png`` and ``recall.png`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from mmret.data.collate import ImageTextCollator
+from mmret.distributed import get_rank, is_distributed
+from mmret.engine import checkpoint as ckpt
+from mmret.engine.builders import absolute_path, build_objective, build_towers, seed_everything
+from mmret.engine.config import (
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    data_config,
+    eval_config,
+    logger_config,
+    trainer_config,
+)
+from mmret.engine.data import ImageCaptionPairs, ImageStore, Split, ensure_dataset, load_split
+from mmret.engine.evaluation import evaluate_split
+from mmret.engine.logging import MetricsLogger, read_metrics
+from mmret.engine.report import plot_loss, plot_per_language, plot_recall, write_results
+from mmret.engine.trainer import Trainer, autocast_context
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the process group described by torchrun's environment (``WORLD_SIZE`` > 1):
+    NCCL on GPU, gloo on CPU. Returns this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={device!r} but CUDA is not available")
+    if world > 1 and not is_distributed():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if not use_cuda:
+        return torch.device("cpu")
+    if device.startswith("cuda:"):
+        return torch.device(device)
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def _barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def is_mmret_tower(model_cfg: Any) -> bool:
+    from mmret.towers import list_tower_configs
+
+    return str(model_cfg.get("name", "")) in list_tower_configs()
+
+
+@dataclass
+class EvalData:
+    """A split with its image store, ready for :func:`evaluate_split`."""
+
+    split: Split
+    images: ImageStore
+
+
+def prepare_eval_data(dcfg: DataConfig, split_name: str, transform: Any) -> EvalData:
+    root = Path(absolute_path(dcfg.root))
+    split = load_split(dcfg, split_name, root)
+    return EvalData(split, ImageStore(split.image_paths, transform, cached=dcfg.cache_images))
+
+
+def evaluate_towers(
+    towers: Any,
+    data: EvalData,
+    ecfg: EvalConfig,
+    device: torch.device,
+    trim: bool,
+    precision: Any = None,
+) -> dict[str, float]:
+    """Retrieval metrics of ``towers.model`` on ``data``."""
+    from mmret.engine.config import Precision
+
+    autocast = autocast_context(device, precision or Precision.fp32)
+    return evaluate_split(
+        towers.model, towers.tokenizer, data.split, data.images, ecfg.batch_size,
+        ecfg.chunk_size, device, trim, autocast,
+    )
+
+
+def resolve_resume(resume: Any, run_dir: Path) -> Path | None:
+    """``resume``: false → None; a path → its checkpoint; true → this run dir's checkpoint,
+    else the newest sibling run (same experiment folder) that has one."""
+    if resume in (None, False, "false", ""):
+        return None
+    if resume is True or resume == "true":
+        if ckpt.has_checkpoint(run_dir):
+            return ckpt.resolve_checkpoint_dir(run_dir)
+        parent = run_dir.parent
+        candidates = [
+            p for p in parent.iterdir() if p.is_dir() and p != run_dir and ckpt.has_checkpoint(p)
+        ] if parent.is_dir() else []
+        if not candidates:
+            raise ConfigError(
+                f"resume=true: no checkpoint in {run_dir} nor in a sibling run under {parent}; "
+                "pass resume=<run dir> or set hydra.run.dir to the run to continue"
+            )
+        newest = max(candidates, key=lambda p: (p / "checkpoints").stat().st_mtime)
+        return ckpt.resolve_checkpoint_dir(newest)
+    return ckpt.resolve_checkpoint_dir(absolute_path(str(resume)))
+
+
+def write_config(cfg: DictConfig, run_dir: Path) -> Path:
+    path = run_dir / ckpt.CONFIG_FILE
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def finalize_outputs(
+    run_dir: Path, results: dict[str, dict[str, Any]], title: str, make_plots: bool
+) -> dict[str, Path]:
+    """``metrics.json``, ``results.md`` and plots; returns the written paths by name."""
+    json_path, md_path = write_results(run_dir, results, title=title)
+    paths = {"metrics.json": json_path, "results.md": md_path}
+    if make_plots:
+        loss = plot_loss(read_metrics(run_dir, "train"), run_dir / "loss.png")
+        recall = plot_recall(results, run_dir / "recall.png")
+        for name, path in (("loss.png", loss), ("recall.png", recall)):
+            if path is not None:
+                paths[name] = path
+        for result_name, metrics in results.items():
+            if isinstance(metrics.get("per_language"), dict):
+                p = plot_per_language(metrics["per_language"], run_dir / f"per_language_{result_name}.png")
+                if p is not None:
+                    paths[p.name] = p
+    return paths
+
+
+def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train as configured; return ``{"results": {...}, "paths": {...}, "run_dir": Path}``."""
+    tcfg = trainer_config(cfg.trainer)
+    dcfg = data_config(cfg.data)
+    ecfg = eval_config(cfg.eval)
+    lcfg = logger_config(cfg.logger)
+    run_dir = Path(run_dir)
+    if tcfg.num_threads:
+        torch.set_num_threads(tcfg.num_threads)
+    if tcfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = init_distributed(tcfg.device)
+    rank = get_rank()
+    is_main = rank == 0
+    seed = int(cfg.seed)
+
+    root = Path(absolute_path(dcfg.root))
+    if is_main:
+        ensure_dataset(dcfg, root)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, run_dir)
+    _barrier()
+
+    seed_everything(seed)
+    towers = build_towers(cfg.model)
+    objective = build_objective(cfg.objective)
+    trim = dcfg.trim_text_padding and is_mmret_tower(cfg.model)
+
+    train_split = load_split(dcfg, dcfg.train_split, root)
+    deterministic_transform = towers.train_transform is towers.eval_transform
+    train_images = ImageStore(
+        train_split.image_paths, towers.train_transform,
+        cached=dcfg.cache_images and deterministic_transform,
+    )
+    dataset = ImageCaptionPairs(train_split, train_images, dcfg.captions_per_image)
+    collate = ImageTextCollator(
+        towers.tokenizer, dcfg.captions_per_image, trim=trim,
+        pad_id=int(getattr(towers.tokenizer, "pad_id", 0)),
+    )
+
+    evaluator = None
+    if is_main and tcfg.eval_every and ecfg.during_training_split:
+        during = prepare_eval_data(dcfg, ecfg.during_training_split, towers.eval_transform)
+
+        def evaluator(model: torch.nn.Module) -> dict[str, float]:
+            return evaluate_split(
+                model, towers.tokenizer, during.split, during.images, ecfg.batch_size,
+                ecfg.chunk_size, device, trim, autocast_context(device, tcfg.precision),
+            )
+
+    resume_from = resolve_resume(cfg.get("resume", False), run_dir)
+    logger = MetricsLogger(
+        run_dir, lcfg, active=is_main,
+        config=OmegaConf.to_container(cfg, resolve=True), resume=resume_from is not None,
+    )
+    trainer = Trainer(
+        towers.model, objective, dataset, collate, tcfg, run_dir, seed, logger, evaluator, device
+    )
+    try:
+        trainer.fit(resume_from)
+        results: dict[str, dict[str, Any]] = {}
+        paths: dict[str, Path] = {}
+        if is_main:
+            test = prepare_eval_data(dcfg, ecfg.split, towers.eval_transform)
+            metrics = evaluate_towers(towers, test, ecfg, device, trim, tcfg.precision)
+            logger.log(metrics, trainer.step, kind=f"final_{ecfg.split}")
+            name = f"{cfg.get('experiment_name', 'run')} ({dcfg.name} {ecfg.split})"
+            results = {name: metrics}
+            paths = finalize_outputs(run_dir, results, f"{name}: step {trainer.step}", lcfg.plots)
+        _barrier()
+    finally:
+        logger.close()
+    return {"results": results, "paths": paths, "run_dir": run_dir, "trainer": trainer}

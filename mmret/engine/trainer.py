@@ -1,0 +1,363 @@
+"""The training loop: a plain PyTorch loop over the batch contract of ``docs/DESIGN.md``.
+
+One optimiser step consumes ``grad_accum_steps`` micro-batches::
+
+    outputs = model(image=batch["image"], text=batch["text"])
+    losses  = objective(**outputs, **{k: v for k, v in batch.items() if k not in ("image", "text")})
+    loss    = sum(losses.values()) / grad_accum_steps;  loss.backward()
+
+then (objective gradients averaged over ranks) unscale (fp16), clip the global grad norm,
+AdamW step over the model's and the objective's parameters, ``scheduler.step()``,
+``objective.post_step()``. Every loss term is logged (averaged over micro-batches and
+ranks). Data order is a pure function of ``(seed, epoch)`` (see
+:class:`~mmret.engine.sampler.ResumableBatchSampler`), so resuming from a checkpoint
+reproduces the uninterrupted run's later losses exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mmret.distributed import get_rank, get_world_size, is_distributed
+from mmret.engine import checkpoint as ckpt
+from mmret.engine.config import ConfigError, Precision, TrainerConfig
+from mmret.engine.evaluation import unwrap
+from mmret.engine.logging import MetricsLogger
+from mmret.engine.optim import build_optimizer, build_scheduler
+from mmret.engine.sampler import ResumableBatchSampler
+
+Evaluator = Callable[[nn.Module], dict[str, float]]
+BATCH_INPUTS = ("image", "text")
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed python/numpy from the worker's torch seed
+    (itself derived from the loader's seeded generator)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {
+        k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; a no-op on CPU or with fp32."""
+    if device.type != "cuda" or precision == Precision.fp32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == Precision.bf16 else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class Trainer:
+    """Optimises ``model`` and ``objective`` on ``dataset`` (see the module docstring).
+
+    Args:
+        model: a dual encoder following the towers contract (not yet wrapped in DDP).
+        objective: an :class:`~mmret.objectives.Objective`.
+        dataset: map-style dataset of samples accepted by ``collate_fn``; keys are
+            ``(index, seed)`` pairs.
+        collate_fn: builds the batch dict (``image``, ``text``, ``image_ids``, ...).
+        cfg: validated trainer settings.
+        run_dir: where ``checkpoints/last`` is written.
+        seed: seeds the data order and the workers.
+        logger: metrics sink (rank 0 writes).
+        evaluator: ``model -> metrics`` run on rank 0 every ``cfg.eval_every`` steps.
+        device: where to train.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: nn.Module,
+        dataset: Dataset,
+        collate_fn: Callable,
+        cfg: TrainerConfig,
+        run_dir: str | Path,
+        seed: int = 0,
+        logger: MetricsLogger | None = None,
+        evaluator: Evaluator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.logger = logger
+        self.evaluator = evaluator
+        self.collate_fn = collate_fn
+        self.dataset = dataset
+        self.rank = get_rank()
+        self.world_size = get_world_size()
+        self.is_main = self.rank == 0
+
+        self.model = model.to(self.device)
+        self.objective = objective.to(self.device)
+        self.optimizer = build_optimizer(
+            [("model", self.model), ("objective", self.objective)],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio
+        )
+        use_scaler = cfg.precision == Precision.fp16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.train_model: nn.Module = self.model
+        if is_distributed():
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.train_model = DDP(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
+            )
+        self.sampler = ResumableBatchSampler(
+            len(dataset), cfg.batch_size, seed, self.rank, self.world_size, with_seeds=True
+        )
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.eval_history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.cfg.batch_size * self.world_size * self.cfg.grad_accum_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.world_size,
+            "global_batch_size": self.global_batch_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Rank 0 writes ``run_dir/checkpoints/last`` atomically; all ranks synchronise."""
+        path = None
+        if self.is_main:
+            path = ckpt.save_checkpoint(
+                self.run_dir / "checkpoints", self.model, self.objective, self.state_dict()
+            )
+        if is_distributed():
+            dist.barrier()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore weights, optimiser, scheduler, scaler, RNG and data position."""
+        directory = ckpt.resolve_checkpoint_dir(path)
+        state = ckpt.load_state(directory)
+        if state["global_batch_size"] != self.global_batch_size:
+            raise ConfigError(
+                f"resume: the checkpoint in {directory} was trained with a global batch of "
+                f"{state['global_batch_size']}, this run has {self.global_batch_size} "
+                "(trainer.batch_size x processes x trainer.grad_accum_steps must match)"
+            )
+        ckpt.load_weights(self.model, directory)
+        ckpt.load_objective_weights(self.objective, directory)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        if state["world_size"] != self.world_size and self.batch_in_epoch:
+            # Per-rank positions are in global batches, so they stay valid; say so anyway.
+            print(f"resume: world size {state['world_size']} -> {self.world_size}")
+
+    # ------------------------------------------------------------------ loop
+
+    def _loader(self) -> DataLoader:
+        self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.collate_fn,
+            num_workers=self.cfg.num_workers,
+            worker_init_fn=seed_worker,
+            generator=generator,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with autocast_context(self.device, self.cfg.precision):
+            outputs = self.train_model(image=batch["image"], text=batch["text"])
+        extra = {k: v for k, v in batch.items() if k not in BATCH_INPUTS}
+        clash = sorted(set(extra) & set(outputs))
+        if clash:
+            raise KeyError(f"batch fields {clash} clash with model outputs of the same name")
+        outputs = {
+            k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in outputs.items()
+        }
+        losses = self.objective(**outputs, **extra)
+        if not losses:
+            raise ValueError("the objective returned no loss terms")
+        return losses
+
+    def _average_objective_grads(self) -> None:
+        if not is_distributed():
+            return
+        for param in self.objective.parameters():
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+                param.grad /= self.world_size
+
+    def _optimizer_step(self) -> float:
+        self._average_objective_grads()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.cfg.grad_clip_norm:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm)
+        else:
+            norm = torch.norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        unwrap(self.objective).post_step()
+        return float(norm)
+
+    def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+        if not is_distributed():
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return {k: float(v) / self.world_size for k, v in zip(keys, tensor.tolist(), strict=True)}
+
+    def _temperature_stats(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        scale = getattr(self.model, "logit_scale", None)
+        if isinstance(scale, torch.Tensor):
+            out["logit_scale"] = float(scale.detach().exp())
+        for name, buf in list(self.objective.named_parameters()) + list(self.objective.named_buffers()):
+            if name.endswith("log_scale") and buf.ndim == 0:
+                out[f"objective.{name[:-len('.log_scale')] or 'temperature'}_logit_scale"] = float(
+                    buf.detach().exp()
+                )
+        return out
+
+    def fit(self, resume_from: str | Path | None = None) -> list[dict[str, float]]:
+        """Train to ``cfg.max_steps``; returns the per-step train records of this process."""
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        cfg = self.cfg
+        self.train_model.train()
+        self.objective.train()
+        progress = None
+        if self.is_main and (self.logger is None or self.logger.cfg.progress_bar):
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        sums: dict[str, float] = {}
+        micro = 0
+        tic = time.perf_counter()
+        steps_since_tic = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            while self.step < cfg.max_steps:
+                for batch in self._loader():
+                    self.batch_in_epoch += 1
+                    batch = move_to(batch, self.device)
+                    last_micro = micro + 1 == cfg.grad_accum_steps
+                    sync = contextlib.nullcontext()
+                    if not last_micro and hasattr(self.train_model, "no_sync"):
+                        sync = self.train_model.no_sync()
+                    with sync:
+                        losses = self._forward(batch)
+                        loss = sum(losses.values())
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(
+                                f"non-finite loss {float(loss.detach())} at step {self.step + 1}: "
+                                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+                            )
+                        self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+                    for key, value in losses.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    micro += 1
+                    if not last_micro:
+                        continue
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    grad_norm = self._optimizer_step()
+                    self.step += 1
+                    steps_since_tic += 1
+                    micro = 0
+                    record = self._reduce_mean({k: v / cfg.grad_accum_steps for k, v in sums.items()})
+                    sums = {}
+                    record["lr"] = lr
+                    record["grad_norm"] = grad_norm
+                    record["epoch"] = self.epoch
+                    self.history.append({"step": self.step, **record})
+                    if progress is not None:
+                        progress.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        elapsed = time.perf_counter() - tic
+                        rate = steps_since_tic / elapsed if elapsed > 0 else math.nan
+                        tic, steps_since_tic = time.perf_counter(), 0
+                        if self.logger is not None:
+                            self.logger.log(
+                                {**record, **self._temperature_stats(), "steps_per_s": rate},
+                                self.step,
+                            )
+                        if progress is not None:
+                            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
+                                                 it_s=f"{rate:.2f}")
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                        self.run_evaluation()
+                    if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
+                        self.step == cfg.max_steps
+                    ):
+                        self.save_checkpoint()
+                    if self.step >= cfg.max_steps:
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+        finally:
+            if progress is not None:
+                progress.close()
+        return self.history
+
+    def run_evaluation(self) -> dict[str, float] | None:
+        """Rank 0 evaluates (``evaluator``); the other ranks wait."""
+        metrics = None
+        if self.is_main and self.evaluator is not None:
+            metrics = self.evaluator(self.model)
+            self.eval_history.append({"step": self.step, **metrics})
+            if self.logger is not None:
+                self.logger.log(metrics, self.step, kind="eval")
+        if is_distributed():
+            dist.barrier()
+        self.train_model.train()
+        return metrics

@@ -1,0 +1,49 @@
+"""Exact chunked retrieval metrics (METHODS.md §4 and §7).
+
+Every metric is built on one rank engine (:mod:`mmret.metrics.ranking`): exact 0-based
+ranks with the stable tie rule, fp32 scores computed ``chunk_size`` query rows at a time,
+on the inputs' device.
+"""
+
+from mmret.metrics.cirr import cirr_metrics, cirr_ranks, write_cirr_submission
+from mmret.metrics.cross_lingual import cross_lingual_retrieval, mean_rank_variance
+from mmret.metrics.fashioniq import (
+    FASHIONIQ_CATEGORIES,
+    FASHIONIQ_PROTOCOL,
+    combine_fashioniq_metrics,
+    fashioniq_metrics,
+)
+from mmret.metrics.image_text import (
+    image_text_retrieval,
+    mean_rank,
+    median_rank,
+    recall_at_k,
+)
+from mmret.metrics.ranking import (
+    DEFAULT_CHUNK_SIZE,
+    GoldSets,
+    chunked_topk,
+    gold_ranks,
+    image_text_ranks,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "FASHIONIQ_CATEGORIES",
+    "FASHIONIQ_PROTOCOL",
+    "GoldSets",
+    "chunked_topk",
+    "cirr_metrics",
+    "cirr_ranks",
+    "combine_fashioniq_metrics",
+    "cross_lingual_retrieval",
+    "fashioniq_metrics",
+    "gold_ranks",
+    "image_text_ranks",
+    "image_text_retrieval",
+    "mean_rank",
+    "mean_rank_variance",
+    "median_rank",
+    "recall_at_k",
+    "write_cirr_submission",
+]

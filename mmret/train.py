@@ -1,0 +1,43 @@
+"""``mmret-train`` / ``python -m mmret.train``: Hydra entry point of the trainer.
+
+Examples::
+
+    mmret-train experiment=shapes_clip
+    mmret-train experiment=shapes_clip trainer.max_steps=200 objective.clip.temperature=0.05
+    mmret-train -m experiment=shapes_clip objective.clip.temperature=0.05,0.07
+    torchrun --nproc_per_node=2 -m mmret.train experiment=shapes_clip
+    mmret-train experiment=shapes_clip resume=outputs/shapes_clip/<run>
+
+The run directory (``hydra.run.dir``) receives ``config.yaml``, ``metrics.jsonl``,
+``metrics.json``, ``results.md``, ``loss.png``, ``recall.png`` and ``checkpoints/last``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from mmret.engine.config import conf_dir, register_configs
+
+register_configs()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Train; returns the final text→image R@1 (useful for Hydra sweepers)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from mmret.engine.run import run_training
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    out = run_training(cfg, run_dir)
+    for metrics in out["results"].values():
+        print(f"text_to_image_R@1 = {metrics['text_to_image_R@1']:.2f}")
+        for name, path in out["paths"].items():
+            print(f"{name}: {path}")
+        return float(metrics["text_to_image_R@1"])
+    return None
+
+
+if __name__ == "__main__":
+    main()

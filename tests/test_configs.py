@@ -1,0 +1,151 @@
+"""Hydra configs: every experiment composes and trains; mistakes give clear errors; CLIs work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from mmret.engine.config import ConfigError, conf_dir, register_configs, trainer_config
+from mmret.engine.run import run_training
+
+register_configs()
+EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def shapes40(tmp_path_factory):
+    from mmret.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("shapes40")
+    generate(root, num_images=40, image_size=64, seed=0, workers=1, progress=False, overwrite=True)
+    return root
+
+
+def _compose(*overrides: str, config: str = "train"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose(config, overrides=list(overrides))
+
+
+SHRINK = ["trainer.max_steps=2", "trainer.batch_size=8", "trainer.num_workers=0",
+          "trainer.device=cpu", "trainer.num_threads=0", "logger.progress_bar=false",
+          "logger.plots=false", "data.max_train_images=8", "data.generate_if_missing=false"]
+
+
+def test_conf_dir_is_absolute_and_complete():
+    root = conf_dir()
+    assert root.is_absolute()
+    for group in ("model", "objective", "data", "trainer", "eval", "logger", "experiment"):
+        assert any((root / group).glob("*.yaml")), group
+    assert {"shapes_clip", "shapes_siglip"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_trains_two_steps(experiment, shapes40, tmp_path):
+    cfg = _compose(f"experiment={experiment}", f"data.root={shapes40}", *SHRINK)
+    with open(conf_dir() / "experiment" / f"{experiment}.yaml") as handle:
+        assert handle.readline().strip() == "# @package _global_"
+    out = run_training(cfg, tmp_path / experiment)
+    history = out["trainer"].history
+    assert [h["step"] for h in history] == [1, 2]
+    assert all(h["loss"] > 0 for h in history)
+    saved = yaml.safe_load((tmp_path / experiment / "config.yaml").read_text())
+    assert saved["trainer"]["max_steps"] == 2 and saved["experiment_name"]
+    metrics = next(iter(out["results"].values()))
+    assert 0 <= metrics["text_to_image_R@1"] <= 100
+
+
+def test_objective_override_reaches_the_objective():
+    from mmret.engine.builders import build_objective
+
+    cfg = _compose("objective.clip.temperature=0.05")
+    objective = build_objective(cfg.objective)
+    assert objective.temperature.temperature == pytest.approx(0.05)
+    combined = build_objective({"clip": {"weight": 1.0}, "siglip": {"weight": 0.5}})
+    assert set(combined.members) == {"clip", "siglip"}
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("trainer.max_stepz=3", ["max_stepz"]),
+        ("trainer.max_steps=abc", ["max_steps", "abc"]),
+        ("trainer.precision=fp8", ["precision", "fp8"]),
+        ("logger.tensorbord=true", ["tensorbord"]),
+        ("data.cache_images=maybe", ["cache_images", "maybe"]),
+    ],
+)
+def test_config_mistakes_fail_at_composition_with_the_key_named(override, words):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)) as info:
+        _compose(override)
+    message = str(info.value) + str(info.value.__cause__ or "")
+    for word in words:
+        assert word in message
+
+
+def test_range_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"trainer.max_steps: expected an integer >= 1, got 0"):
+        trainer_config(OmegaConf.create({"max_steps": 0}))
+    with pytest.raises(ConfigError, match=r"trainer.betas"):
+        trainer_config({"betas": [0.9, 1.5]})
+    with pytest.raises(ConfigKeyError, match="bogus"):
+        trainer_config({"bogus": 1})
+    from mmret.engine.builders import build_objective, build_towers
+
+    with pytest.raises(ConfigError, match="unknown objective 'clipp'.*known:.*clip"):
+        build_objective({"clipp": {"weight": 1.0}})
+    with pytest.raises(ConfigError, match="model.freeze"):
+        build_towers({"name": "mmret-tiny", "freeze": ["vision"]})
+
+
+def test_missing_dataset_error_is_clear(tmp_path):
+    cfg = _compose(f"data.root={tmp_path / 'nothing'}", *SHRINK)
+    with pytest.raises(ConfigError, match="not found.*generate_if_missing"):
+        run_training(cfg, tmp_path / "run")
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_multirun_from_another_directory_then_eval(shapes40, tmp_path):
+    """`mmret-train -m objective.clip.temperature=0.05,0.07` from an unrelated cwd, then
+    `mmret-eval checkpoint=<run>` on the result."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    args = [f"data.root={shapes40}", "trainer.max_steps=1", "trainer.batch_size=8",
+            "trainer.num_workers=0", "trainer.num_threads=1", "logger.progress_bar=false",
+            "logger.plots=false", "data.max_train_images=8", "paths.output_root=out"]
+    result = _run([str(BIN / "mmret-train"), "-m", "experiment=shapes_clip",
+                   "objective.clip.temperature=0.05,0.07", *args], work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    configs = sorted((work / "out" / "multirun").rglob("config.yaml"))
+    runs = [c.parent for c in configs if (c.parent / "metrics.json").is_file()]
+    temps = sorted(yaml.safe_load((r / "config.yaml").read_text())["objective"]["clip"]["temperature"]
+                   for r in runs)
+    assert temps == [0.05, 0.07]
+    assert all((r / "checkpoints" / "last" / "model.safetensors").is_file() for r in runs)
+
+    result = _run([str(BIN / "mmret-eval"), f"checkpoint={runs[0]}", f"data.root={shapes40}",
+                   "paths.output_root=out", "num_threads=1"], work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "t→i R@1" in result.stdout
+    evals = list((work / "out" / "eval").rglob("metrics.json"))
+    assert len(evals) == 1 and (evals[0].parent / "results.md").is_file()
+
+
+def test_cli_bad_override_gives_hydra_error(tmp_path):
+    result = _run([sys.executable, "-m", "mmret.train", "trainer.max_stepz=3"], tmp_path)
+    assert result.returncode != 0
+    assert "max_stepz" in result.stderr
+    assert "Traceback" not in result.stderr  # Hydra's message, not a trace from the trainer
