@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -472,3 +473,52 @@ def test_model_fingerprint():
     assert model_fingerprint(a) != model_fingerprint(b)
     before = model_fingerprint(a)
     assert model_fingerprint(a.to(torch.bfloat16)) != before  # dtype is part of it
+
+
+# GPU control flow, with FAISS's GPU functions replaced by CPU clones ------------------------
+@pytest.fixture
+def fake_gpu_faiss(monkeypatch):
+    import types
+
+    import mmret.index.faiss_backend as fb
+    import mmret.index.retrieval_index as ri
+
+    calls: list[str] = []
+
+    def to_gpus(index, co=None, ngpu=-1):
+        calls.append(f"to_gpu shard={co.shard}")
+        return faiss.clone_index(index)
+
+    def to_cpu(index):
+        calls.append("to_cpu")
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions",
+                        lambda: types.SimpleNamespace(shard=None), raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus, raising=False)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", to_cpu, raising=False)
+    monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
+    assert fb.faiss_num_gpus() == 1 and ri.faiss_num_gpus() == 1
+    return calls
+
+
+def test_gpu_placement_and_limits_with_fake_gpu(fake_gpu_faiss, data, caplog, tmp_path):
+    x, q = data
+    ref = build_index(x, factory="IVF4,Flat", nprobe=4, device="cpu")
+    gpu = build_index(x, factory="IVF4,Flat", nprobe=4, device="auto")
+    assert gpu.device == "cuda" and fake_gpu_faiss == ["to_gpu shard=False"]
+    np.testing.assert_array_equal(gpu.search(q, 5)[1], ref.search(q, 5)[1])
+    assert "to_cpu" not in fake_gpu_faiss
+    with caplog.at_level(logging.WARNING, logger="mmret.index"):
+        scores, ids = gpu.search(q[:2], 2049)  # above the GPU limit on k
+    assert "GPU limit" in caplog.text and fake_gpu_faiss[-1] == "to_cpu"
+    np.testing.assert_array_equal(ids, ref.search(q[:2], 2049)[1])
+    gpu.save(tmp_path / "g")  # writes the CPU form
+    assert RetrievalIndex.load(tmp_path / "g").device == "cpu"
+    assert RetrievalIndex.load(tmp_path / "g", device="cuda").device == "cuda"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mmret.index"):
+        build_index(x, factory="IVF4,Flat", nprobe=3000, device="cuda").search(q, 3)
+    assert "GPU limit" in caplog.text

@@ -48,7 +48,7 @@ def test_k_above_gpu_limit_falls_back_to_cpu(data, caplog):
 def test_gpu_index_saves_cpu_form(tmp_path, data):
     x, q = data
     gpu = build_index(x, ids=[str(i) for i in range(len(x))], device="cuda")
-    gpu.add(x[:10] * 2, ids=[f"extra{i}" for i in range(10)])
+    gpu.add(-x[:10], ids=[f"extra{i}" for i in range(10)])
     gpu.save(tmp_path / "g")
     loaded = RetrievalIndex.load(tmp_path / "g", device="cpu")
     assert loaded.device == "cpu" and len(loaded) == 5010

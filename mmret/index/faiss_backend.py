@@ -6,7 +6,8 @@ it (exact torch search only).
 GPU placement. With a GPU build of FAISS and at least one GPU, :meth:`FaissBackend.to_gpu`
 replaces the CPU index by ``faiss.index_cpu_to_all_gpus`` (sharded over the GPUs when there
 are several; each GPU then holds a slice of the vectors). Index types FAISS cannot put on a
-GPU (e.g. HNSW) stay on the CPU with a logged warning.
+GPU (e.g. HNSW) stay on the CPU with a logged warning. Sharded Flat indexes accept a single
+``add`` in FAISS; later adds go through a CPU round trip (copy back, add, re-shard).
 
 GPU limits. FAISS GPU indexes answer at most ``k = 2048`` neighbours and probe at most
 ``nprobe = 2048`` lists. A search beyond either limit is answered by a CPU copy of the
@@ -125,6 +126,7 @@ class FaissBackend:
         self.index = index
         self.metric = metric
         self.is_gpu = False
+        self._gpu_options: Any = None
         self._cpu_copy: Any | None = None
         ivf = _find_ivf(self.faiss, index)
         hnsw = _find_hnsw(self.faiss, index)
@@ -195,13 +197,35 @@ class FaissBackend:
             logger.warning("this FAISS index type cannot run on the GPU, keeping it on CPU: %s", exc)
             return False
         self.is_gpu = True
+        self._gpu_options = options
         self._cpu_copy = None
         self._apply_params(self.index, on_gpu=True)
         return True
 
+    def _single_pass_shards(self) -> bool:
+        """True for FAISS shards that number vectors successively (sharded Flat indexes).
+
+        Those accept one ``add`` only; later adds go through a CPU round trip.
+        """
+        if not self.is_gpu:
+            return False
+        try:
+            index = self.faiss.downcast_index(self.index)
+        except RuntimeError:
+            index = self.index
+        return bool(getattr(index, "successive_ids", False))
+
     def add(self, x: np.ndarray) -> None:
         """Append float32[n, d] vectors (positions continue from ``ntotal``)."""
-        self.index.add(x)
+        if self.ntotal and self._single_pass_shards():
+            cpu = self.faiss.index_gpu_to_cpu(self.index)
+            cpu.add(x)
+            self.index = self.faiss.index_cpu_to_all_gpus(
+                cpu, co=self._gpu_options, ngpu=faiss_num_gpus()
+            )
+            self._apply_params(self.index, on_gpu=True)
+        else:
+            self.index.add(x)
         self._cpu_copy = None
 
     def cpu_index(self) -> Any:

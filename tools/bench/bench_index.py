@@ -139,15 +139,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": dict(n=args.n, dim=args.dim, queries=args.queries, clusters=args.clusters,
                      sigma=args.sigma, seed=args.seed,
                      kind="Gaussian mixture on the unit sphere"),
-        "command": "python tools/bench/bench_index.py " + shlex.join(sys.argv[1:]),
+        "command": " ".join(["python tools/bench/bench_index.py", *map(shlex.quote, sys.argv[1:])]),
         "results": rows,
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], title: str) -> str:
     d = report["data"]
     lines = [
-        "## Index (mmret.index)",
+        title,
         "",
         f"Machine: {report['machine']}; FAISS {report['faiss_version']}, "
         f"{report['threads']} threads. Command:",
@@ -189,15 +189,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--nlist", type=int, nargs="+", default=[4096])
-    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
+    p.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     p.add_argument("--train-size", type=int, default=200_000)
     p.add_argument("--hnsw-n", type=int, default=None, help="gallery size for HNSW (default --n)")
-    p.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
     p.add_argument("--torch-queries", type=int, default=200,
                    help="queries for the torch exact backend (0 skips it)")
     p.add_argument("--machine", default="2-core CPU, no GPU")
     p.add_argument("--out", type=Path, default=ROOT / "tools/bench/results/index.json")
     p.add_argument("--markdown", type=Path, default=ROOT / "docs/benchmarks_index.md")
+    p.add_argument("--title", default="## Index (mmret.index)", help="Markdown section title")
+    p.add_argument("--append", action="store_true",
+                   help="append the Markdown section instead of replacing the file")
     return p.parse_args(argv)
 
 
@@ -206,8 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.markdown.write_text(markdown(report))
-    print(markdown(report))
+    section = markdown(report, args.title)
+    if args.append and args.markdown.exists():
+        section = args.markdown.read_text().rstrip("\n") + "\n\n" + section
+    args.markdown.write_text(section)
+    print(section)
 
 
 if __name__ == "__main__":
