@@ -69,17 +69,18 @@ def naive_retrieval(images: torch.Tensor, texts: torch.Tensor, owner: torch.Tens
 
 
 # ----------------------------------------------------------------------------- engine
-@pytest.mark.parametrize("tile_size", (1, 4, 4096))
+@pytest.mark.parametrize("layout", ("by_image", "shuffled"))
 @pytest.mark.parametrize("chunk_size", CHUNKS)
-def test_image_text_ranks_match_naive_with_ties(chunk_size: int, tile_size: int) -> None:
+def test_image_text_ranks_match_naive_with_ties(chunk_size: int, layout: str) -> None:
     gen = torch.Generator().manual_seed(chunk_size)
     images = integer_features(23, 5, gen)
     images[7] = images[3]  # duplicated image: ties in text→image
     owner = random_layout(23, gen)
+    if layout == "by_image":
+        owner = owner.sort().values
     texts = integer_features(owner.numel(), 5, gen)
     texts[4] = texts[11]  # duplicated caption: ties in image→text
-    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=chunk_size,
-                                tile_size=tile_size)
+    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=chunk_size)
     ref_i2t, ref_t2i = naive_retrieval(images, texts, owner)
     assert torch.equal(i2t, ref_i2t)
     assert torch.equal(t2i, ref_t2i)
@@ -92,7 +93,7 @@ def test_image_text_ranks_random_float_features(chunk_size: int) -> None:
     owner = random_layout(40, gen, max_captions=5)
     texts = torch.nn.functional.normalize(
         images[owner] + torch.randn(owner.numel(), 16, generator=gen), dim=-1)
-    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=chunk_size, tile_size=9)
+    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=chunk_size)
     ref_i2t, ref_t2i = naive_retrieval(images, texts, owner)
     assert torch.equal(i2t, ref_i2t)
     assert torch.equal(t2i, ref_t2i)
@@ -103,7 +104,7 @@ def test_all_scores_equal_follow_index_order() -> None:
     images = torch.ones(4, 3)
     texts = torch.ones(8, 3)
     owner = torch.tensor([3, 3, 2, 2, 1, 1, 0, 0])
-    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=3, tile_size=3)
+    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=3)
     assert i2t.tolist() == [6, 4, 2, 0]  # best caption = lowest index of each image
     assert t2i.tolist() == [3, 3, 2, 2, 1, 1, 0, 0]
 
@@ -197,17 +198,16 @@ def test_chunked_topk_exclude_and_candidates() -> None:
     max_captions=st.integers(1, 6),
     dim=st.integers(1, 4),
     chunk_size=st.integers(1, 15),
-    tile_size=st.integers(1, 80),
+    shuffle=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_image_text_ranks_property(n_images: int, max_captions: int, dim: int,
-                                   chunk_size: int, tile_size: int, seed: int) -> None:
+                                   chunk_size: int, shuffle: bool, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     images = integer_features(n_images, dim, gen, low=-1, high=2)
     owner = random_layout(n_images, gen, max_captions)
     texts = integer_features(owner.numel(), dim, gen, low=-1, high=2)
-    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=chunk_size,
-                                tile_size=tile_size)
+    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=chunk_size)
     ref_i2t, ref_t2i = naive_retrieval(images, texts, owner)
     assert torch.equal(i2t, ref_i2t)
     assert torch.equal(t2i, ref_t2i)
@@ -262,7 +262,7 @@ def test_inconsistent_gold_scores_are_detected_and_reranked(monkeypatch) -> None
     images = integer_features(15, 4, gen)
     owner = random_layout(15, gen)
     texts = integer_features(owner.numel(), 4, gen)
-    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=4, tile_size=5)
+    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=4)
     ref_i2t, ref_t2i = naive_retrieval(images, texts, owner)
     assert torch.equal(i2t, ref_i2t)
     assert torch.equal(t2i, ref_t2i)

@@ -18,7 +18,8 @@ def as_features(value: object, name: str) -> Tensor:
     if not value.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
     value = value.detach().to(torch.float32)
-    if not bool(torch.isfinite(value).all()):
+    # min/max propagate NaN, so both are finite exactly when every entry is (one pass)
+    if value.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(value))).all()):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return value
 

@@ -74,7 +74,8 @@ def image_text_retrieval(
             plain dot products in fp32, so pass L2-normalised features for cosine).
         text_to_image: LongTensor[M]; ``text_to_image[j]`` is the index of caption j's
             image. Images may have any number (>= 1) of captions.
-        chunk_size: image rows scored at once (memory ``chunk_size × M`` scores).
+        chunk_size: image rows scored at once (memory: ``chunk_size × M`` scores plus an
+            equally sized fp32 work buffer).
         return_ranks: also return the 0-based rank tensors.
 
     Returns:

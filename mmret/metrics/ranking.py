@@ -17,18 +17,20 @@ No gold in ``B`` is ever counted ahead of ``b*`` (all have ``s_b <= g`` and the 
 have a higher index), so the formula above can be evaluated over the whole gallery.
 
 Queries are processed ``chunk_size`` rows at a time; at most ``chunk_size × gallery``
-scores (plus one equally sized fp32 work buffer for the comparisons) exist at once. The
-counts are computed as ``(s > g).sum`` and ``(s >= g).sum`` on a reused float buffer;
-rows where the two differ by more than one (a genuine tie with the gold) get the exact
-index-aware tie count. Everything runs on the inputs' device, in true fp32 (TF32 is
-switched off inside the engine).
+scores (plus one equally sized fp32 work buffer for the comparisons) exist at once. In
+:func:`gold_ranks` the counts are ``(s > g).sum`` and ``(s >= g).sum`` on the reused
+buffer; rows where the two differ by more than one (a genuine tie with the gold) get the
+exact index-aware tie count. :func:`image_text_ranks` serves both directions of
+image–text retrieval from one pass over the product (see its docstring). Everything runs
+on the inputs' device, in true fp32 (TF32 / reduced-precision products are switched off
+inside the engine).
 
 Floating-point consistency: a matrix product may round an entry differently depending on
 the shape of the call (a 1-row product is not bitwise equal to the same row inside a
-256-row product). Every rank computed here compares scores that come from *the same*
-product call as the gold's own score, so each query is ranked exactly with respect to one
-self-consistent score vector. :func:`image_text_ranks` checks this property for its
-column direction and recomputes the few queries where it does not hold.
+256-row product). Every rank is computed against scores that come from the same product
+calls as the gold's own score, so each query is ranked exactly with respect to one
+self-consistent score vector. :func:`image_text_ranks`, whose thresholds come from a
+pre-pass, checks this bitwise and re-ranks the queries where it does not hold.
 """
 
 from __future__ import annotations
@@ -49,18 +51,18 @@ from mmret.metrics._checks import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "DEFAULT_TILE_SIZE",
     "GoldSets",
     "gold_ranks",
     "chunked_topk",
     "image_text_ranks",
 ]
 
-#: Query rows per chunk. 256 rows × 25,000 captions = 25.6 MB of scores (COCO 5K).
-DEFAULT_CHUNK_SIZE = 256
+#: Query rows per chunk: 1024 × 25,000 captions = 102 MB of scores (COCO 5K), 1 GB at
+#: 250,000 captions. Larger chunks mean fewer, larger kernels (less per-call overhead).
+DEFAULT_CHUNK_SIZE = 1024
 
-#: Caption columns per tile in :func:`image_text_ranks` (256 × 2048 fp32 = 2 MiB).
-DEFAULT_TILE_SIZE = 2048
+#: Image rows per block of the gold-score pre-pass of :func:`image_text_ranks`.
+_PREPASS_ROWS = 128
 
 #: Subset mode gathers ``rows × candidates × d`` gallery features; keep that below this.
 _SUBSET_GATHER_BYTES = 64 * 2**20
@@ -160,8 +162,16 @@ def _as_gold_sets(gold: object, num_queries: int, gallery_size: int, device: tor
 
 
 def _chunks(total: int, chunk_size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, total, chunk_size):
-        yield start, min(start + chunk_size, total)
+    """``ceil(total / chunk_size)`` ranges of near-equal size (never a tiny last one)."""
+    if total <= 0:
+        return
+    count = -(-total // chunk_size)
+    base, extra = divmod(total, count)
+    start = 0
+    for index in range(count):
+        stop = start + base + (index < extra)
+        yield start, stop
+        start = stop
 
 
 def _work_dtype(gallery_size: int) -> torch.dtype:
@@ -409,47 +419,48 @@ def image_text_ranks(
     text_to_image: Tensor,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    tile_size: int = DEFAULT_TILE_SIZE,
 ) -> tuple[Tensor, Tensor]:
     """Both retrieval directions from a single pass over the image × text score matrix.
 
     Args:
         image_features: FloatTensor[N, d]; text_features: FloatTensor[M, d].
         text_to_image: LongTensor[M], the image of each caption; every image needs >= 1.
-        chunk_size: image rows per chunk; tile_size: caption columns per tile. The pass
-            holds one ``chunk_size × tile_size`` score tile and an equal work buffer.
+        chunk_size: image rows per chunk. The pass holds one ``chunk_size × M`` score
+            block and one equally sized fp32 work buffer.
 
     Returns:
         (image_to_text ranks LongTensor[N] — best rank among the image's captions,
         text_to_image ranks LongTensor[M] — rank of the caption's image).
 
-    Maths. ``S = V Tᵀ`` is produced tile by tile and never stored. Each gold pair
-    ``(i_j, j)`` (caption j of image i_j) has score ``g_j = S_{i_j j}``. Both directions
-    need these thresholds before the pass; a pre-pass computes them (products of each
-    image chunk with its own captions only, ``≈ chunk/N`` of the full product).
+    Maths. ``S = V Tᵀ`` is produced one block of image rows at a time and never stored.
+    Gold pair ``(i_j, j)`` (caption j of image i_j) has score ``g_j = S_{i_j j}``; image i
+    has ``g_i = max_{j: i_j = i} S_ij`` and ``b_i`` = its lowest-index caption reaching it.
+    Write ``below(g) = nextafter(g, -inf)``, so ``s > below(g)`` is exactly ``s >= g``.
 
-    * text→image, caption j: ``rank = #{i : S_ij > g_j} + #{i : S_ij == g_j, i < i_j}``.
-      In an image chunk wholly before i_j's chunk every ``i < i_j`` so the chunk adds
-      ``#{S_ij >= g_j} = #{S_ij > nextafter(g_j, -inf)}``; after it ``#{S_ij > g_j}``;
-      inside i_j's own chunk ``#{S_ij > g_j}`` plus the tie term on that column only.
-    * image→text, image i with gold set B_i: ``g_i = max_{b∈B_i} S_ib``, ``b_i`` the
-      lowest-index gold reaching it, ``rank = #{j : S_ij > g_i} + #{j : S_ij == g_i,
-      j < b_i}``. A caption tile wholly before b_i adds ``#{S_ij > nextafter(g_i,-inf)}``,
-      any other tile ``#{S_ij > g_i}``, and the tile holding b_i also the tie term.
+    * image→text: ``rank_i = #{j : S_ij > g_i} + #{j : S_ij == g_i, j < b_i}
+      = Σ_j [S_ij > θ_ij]`` with ``θ_ij = below(g_i)`` for ``j < b_i`` and ``g_i`` otherwise.
+    * text→image: ``rank_j = Σ_i [S_ij > φ_ij]`` with ``φ_ij = below(g_j)`` for
+      ``i < i_j`` and ``g_j`` otherwise.
 
-    So each tile needs one comparison with per-row thresholds and one with per-column
-    thresholds (both summed on an L2-sized buffer) plus tie terms on a few rows/columns.
+    In a block of images ``[r0, r1)`` all their captions lie in a column band
+    ``[c0, c1)`` (narrow when captions are stored image by image, as in every dataset
+    format; any order is still exact, only slower). Left of the band every ``j < b_i``,
+    right of it every ``j > b_i``, so ``θ`` is constant per row there; outside the band
+    ``i < i_j`` holds for the whole block or for none of it, so ``φ`` is constant per
+    column. Hence per block: one comparison per direction with row / column thresholds,
+    the exact element-wise thresholds only on the band, and a matrix–vector product with
+    a ones vector to count. Ties therefore need no extra pass.
 
-    Consistency: every gold entry met in the main pass is compared bitwise with its
-    pre-pass value. Where a BLAS rounds the two differently (another call shape), the
-    affected images and captions are re-ranked with :func:`gold_ranks`, whose rows are
-    self-consistent, so every rank stays exact for the scores it was computed from.
+    The thresholds come from a pre-pass (each block of 128 images times its own captions,
+    ``≈ 128/N`` of the full product). The main pass checks every gold entry bitwise
+    against it; where a BLAS rounds the two calls differently the affected images and
+    captions are re-ranked with :func:`gold_ranks`, whose rows are self-consistent, so
+    every rank is exact for the scores it was computed from.
     """
     images = as_features(image_features, "image_features")
     texts = as_features(text_features, "text_features")
     check_pair(images, texts, "image_features", "text_features")
     check_chunk_size(chunk_size)
-    check_chunk_size(tile_size)
     n_images, n_texts = images.shape[0], texts.shape[0]
     owner = as_index(text_to_image, "text_to_image", length=n_texts, upper=n_images,
                      device=images.device)
@@ -462,8 +473,8 @@ def image_text_ranks(
         )
     with fp32_matmul():
         pre = _gold_pair_scores(images, texts, golds, owner, chunk_size)
-        image_ranks, text_ranks, bad_pairs = _tiled_pass(images, texts, golds, owner, pre,
-                                                         chunk_size, tile_size)
+        image_ranks, text_ranks, bad_pairs = _banded_pass(images, texts, golds, owner, pre,
+                                                          chunk_size)
         if bad_pairs.numel():  # inconsistent rounding: re-rank the touched queries exactly
             captions = golds.indices[bad_pairs].unique()
             text_ranks[captions] = gold_ranks(texts[captions], images, owner[captions],
@@ -490,81 +501,100 @@ class _GoldPairs:
 
 def _gold_pair_scores(images: Tensor, texts: Tensor, golds: GoldSets, owner: Tensor,
                       chunk_size: int) -> _GoldPairs:
-    """Scores of every (image, own caption) pair from row-chunked products.
+    """Scores of every (image, own caption) pair from row-blocked products.
 
-    Uses the main pass's image row chunks so that the products have the same row count
-    (most BLAS then round identically); correctness does not rely on it.
+    Each block of ``≈ min(chunk_size, 128)`` images is multiplied with the column band
+    holding its captions (just its own captions when they are stored image by image),
+    ``≈ 128/N`` of the full product. Blocked products usually round exactly like the
+    main pass; correctness does not rely on it (see :func:`image_text_ranks`).
     """
     device = images.device
     pair_score = torch.empty(texts.shape[0], device=device, dtype=torch.float32)
-    image_score = torch.empty(images.shape[0], device=device, dtype=torch.float32)
-    image_first = torch.empty(images.shape[0], device=device, dtype=torch.long)
-    for start, stop in _chunks(images.shape[0], chunk_size):
-        local, captions = golds.rows(start, stop)
-        lo = int(golds.indptr[start])
-        block = torch.mm(images[start:stop], texts[captions].T)
-        scores = block[local, torch.arange(captions.numel(), device=device)]
-        pair_score[lo : lo + captions.numel()] = scores
-        best, first = _best_gold(block.new_empty(stop - start, 0), local, captions, scores)
-        image_score[start:stop] = best
-        image_first[start:stop] = first
+    for start, stop in _chunks(images.shape[0], min(chunk_size, _PREPASS_ROWS)):
+        lo, hi = int(golds.indptr[start]), int(golds.indptr[stop])
+        captions = golds.indices[lo:hi]
+        c0, c1 = int(captions.min()), int(captions.max()) + 1
+        if c1 - c0 <= 2 * (hi - lo):  # narrow band: multiply the slice, no gather
+            block = torch.mm(images[start:stop], texts[c0:c1].T)
+            pair_score[lo:hi] = block[owner[captions] - start, captions - c0]
+        else:
+            block = torch.mm(images[start:stop], texts[captions].T)
+            pair_score[lo:hi] = block[owner[captions] - start,
+                                      torch.arange(hi - lo, device=device)]
+    pair_owner = owner[golds.indices]
+    image_score, image_first = _best_gold(images.new_empty(images.shape[0], 0), pair_owner,
+                                          golds.indices, pair_score)
     caption_score = torch.empty_like(pair_score)
     caption_score[golds.indices] = pair_score
     return _GoldPairs(pair_score, caption_score, image_score, image_first)
 
 
-def _tiled_pass(images: Tensor, texts: Tensor, golds: GoldSets, owner: Tensor,
-                pre: _GoldPairs, chunk_size: int, tile_size: int
-                ) -> tuple[Tensor, Tensor, Tensor]:
-    """Main pass (see :func:`image_text_ranks`). Returns ranks and inconsistent pair ids."""
+def _banded_pass(images: Tensor, texts: Tensor, golds: GoldSets, owner: Tensor,
+                 pre: _GoldPairs, chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Main pass of :func:`image_text_ranks`. Returns both ranks and inconsistent pair ids.
+
+    About fifteen kernels per block of image rows, all but the product and four
+    comparisons / matrix–vector products working on small slices (per-call overhead
+    matters on busy CPUs).
+    """
     device = images.device
     n_images, n_texts = images.shape[0], texts.shape[0]
-    rows, cols = min(chunk_size, n_images), min(tile_size, n_texts)
-    tile_buffer = torch.empty(rows, cols, device=device, dtype=torch.float32)
-    work_buffer = torch.empty(rows, cols, device=device, dtype=torch.float32)
-    image_ranks = torch.zeros(n_images, dtype=torch.long, device=device)
-    text_ranks = torch.zeros(n_texts, dtype=torch.long, device=device)
-    caption_below = torch.nextafter(pre.caption_score,
-                                    torch.full_like(pre.caption_score, _NEG_INF))
-    chunk_of_caption = owner // chunk_size
-    bad = []
-    for chunk, (start, stop) in enumerate(_chunks(n_images, chunk_size)):
+    rows = min(chunk_size, n_images)
+    # counts of 0/1 values are exact in fp32 below 2**24
+    count_dtype = torch.float32 if max(n_images, n_texts) < 2**24 else torch.float64
+    buffer = torch.empty(rows, n_texts, device=device, dtype=torch.float32)
+    work_buffer = torch.empty(rows, n_texts, device=device, dtype=count_dtype)
+    ones_rows = torch.ones(rows, device=device, dtype=count_dtype)
+    ones_cols = torch.ones(n_texts, device=device, dtype=count_dtype)
+    image_counts = torch.empty(n_images, dtype=count_dtype, device=device)
+    text_counts = torch.zeros(n_texts, dtype=count_dtype, device=device)
+    caption_below = _below(pre.caption_score)
+    image_below = _below(pre.image_score)
+    caption_position = torch.arange(n_texts, device=device)
+    image_position = torch.arange(n_images, device=device)
+    pair_owner = owner[golds.indices]
+    main_pair_score = torch.empty_like(pre.pair_score)
+    # phi outside the band: ">=" until the caption's own image block has been passed
+    column_threshold = caption_below.clone()
+    blocks = list(_chunks(n_images, chunk_size))
+    pair_bounds = golds.indptr[[b[0] for b in blocks] + [n_images]].tolist()
+    band_low = torch.full((len(blocks),), n_texts, dtype=torch.long, device=device)
+    band_high = torch.full((len(blocks),), -1, dtype=torch.long, device=device)
+    block_of_pair = torch.bucketize(pair_owner, torch.tensor([b[1] for b in blocks],
+                                                             device=device), right=True)
+    band_low = band_low.scatter_reduce(0, block_of_pair, golds.indices, "amin").tolist()
+    band_high = band_high.scatter_reduce(0, block_of_pair, golds.indices, "amax").tolist()
+    for index, (start, stop) in enumerate(blocks):
         n = stop - start
-        g_row, b_row = pre.image_score[start:stop], pre.image_first[start:stop]
-        g_row_below = torch.nextafter(g_row, torch.full_like(g_row, _NEG_INF))
-        column_threshold = torch.where(chunk_of_caption > chunk, caption_below,
-                                       pre.caption_score)
-        lo, hi = int(golds.indptr[start]), int(golds.indptr[stop])
+        lo, hi = pair_bounds[index], pair_bounds[index + 1]
+        c0, c1 = band_low[index], band_high[index] + 1
+        scores = torch.mm(images[start:stop], texts.T, out=buffer[:n])
+        work = work_buffer[:n]
+        # image → text: theta = below(g_i) left of the band, g_i right of it, exact inside
+        g_row, b_row = pre.image_score[start:stop, None], pre.image_first[start:stop, None]
+        g_row_below = image_below[start:stop, None]
+        torch.gt(scores[:, :c0], g_row_below, out=work[:, :c0])
+        torch.gt(scores[:, c1:], g_row, out=work[:, c1:])
+        theta = torch.where(caption_position[None, c0:c1] < b_row, g_row_below, g_row)
+        torch.gt(scores[:, c0:c1], theta, out=work[:, c0:c1])
+        torch.mv(work, ones_cols, out=image_counts[start:stop])
+        # text → image: phi per column outside the band, exact inside
         pair_caption = golds.indices[lo:hi]
-        pair_row = owner[pair_caption] - start
-        row_counts = torch.zeros(n, dtype=torch.long, device=device)
-        image_block = images[start:stop]
-        for t0, t1 in _chunks(n_texts, tile_size):
-            scores = torch.mm(image_block, texts[t0:t1].T, out=tile_buffer[:n, : t1 - t0])
-            work = work_buffer[:n, : t1 - t0]
-            row_threshold = torch.where(b_row >= t1, g_row_below, g_row)
-            row_counts += torch.gt(scores, row_threshold[:, None], out=work).sum(1).long()
-            text_ranks[t0:t1] += torch.gt(scores, column_threshold[None, t0:t1],
-                                          out=work).sum(0).long()
-            # image→text tie term on rows whose first best gold lies in this tile
-            here = ((b_row >= t0) & (b_row < t1)).nonzero().flatten()
-            if here.numel():
-                sub = scores[here]
-                position = torch.arange(t0, t1, device=device)
-                ties = (sub == g_row[here, None]) & (position < b_row[here, None])
-                row_counts[here] += ties.sum(1)
-            # gold pairs in this tile: consistency check + text→image tie term
-            in_tile = ((pair_caption >= t0) & (pair_caption < t1)).nonzero().flatten()
-            if in_tile.numel():
-                caption = pair_caption[in_tile]
-                column = scores[:, caption - t0]  # [n, m]
-                own = column[pair_row[in_tile], torch.arange(in_tile.numel(), device=device)]
-                mismatch = own != pre.pair_score[lo + in_tile]
-                if bool(mismatch.any()):
-                    bad.append(lo + in_tile[mismatch])
-                image_index = torch.arange(start, stop, device=device)[:, None]
-                ties = (column == pre.caption_score[caption]) & (image_index < owner[caption])
-                text_ranks[caption] += ties.sum(0)
-        image_ranks[start:stop] = row_counts
-    bad_pairs = torch.cat(bad) if bad else torch.empty(0, dtype=torch.long, device=device)
-    return image_ranks, text_ranks, bad_pairs
+        if c1 - c0 == hi - lo:  # the band holds exactly this block's captions
+            column_threshold[c0:c1] = pre.caption_score[c0:c1]
+        else:
+            column_threshold[pair_caption] = pre.caption_score[pair_caption]
+        torch.gt(scores, column_threshold[None, :], out=work)
+        phi = torch.where(image_position[start:stop, None] < owner[None, c0:c1],
+                          caption_below[None, c0:c1], pre.caption_score[None, c0:c1])
+        torch.gt(scores[:, c0:c1], phi, out=work[:, c0:c1])
+        text_counts.addmv_(work.T, ones_rows[:n])
+        main_pair_score[lo:hi] = scores[pair_owner[lo:hi] - start, pair_caption]
+    # every gold entry of the main pass must equal its pre-pass value bitwise
+    bad_pairs = (main_pair_score != pre.pair_score).nonzero().flatten()
+    return image_counts.long(), text_counts.long(), bad_pairs
+
+
+def _below(values: Tensor) -> Tensor:
+    """``nextafter(values, -inf)``: ``s > below(g)`` is exactly ``s >= g``."""
+    return torch.nextafter(values, torch.full_like(values, _NEG_INF))
