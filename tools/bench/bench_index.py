@@ -29,6 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from doc_sections import write_section  # noqa: E402  (tools/bench is on sys.path)
+
 from mmret.index import build_index  # noqa: E402
 
 
@@ -197,10 +199,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="queries for the torch exact backend (0 skips it)")
     p.add_argument("--machine", default="2-core CPU, no GPU")
     p.add_argument("--out", type=Path, default=ROOT / "tools/bench/results/index.json")
-    p.add_argument("--markdown", type=Path, default=ROOT / "docs/benchmarks_index.md")
+    p.add_argument("--section", default="index",
+                   help="name of this run's section in docs/benchmarks.md")
     p.add_argument("--title", default="## Index (mmret.index)", help="Markdown section title")
-    p.add_argument("--append", action="store_true",
-                   help="append the Markdown section instead of replacing the file")
     return p.parse_args(argv)
 
 
@@ -210,9 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     section = markdown(report, args.title)
-    if args.append and args.markdown.exists():
-        section = args.markdown.read_text().rstrip("\n") + "\n\n" + section
-    args.markdown.write_text(section)
+    write_section(args.section, section)
     print(section)
 
 

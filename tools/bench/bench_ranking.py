@@ -20,7 +20,7 @@ Methods, each timed in a fresh subprocess (so that peak-memory numbers are its o
 Synthetic L2-normalised features, d = 512, 5 captions per image: caption = image feature
 plus Gaussian noise, renormalised (recall@1 near 50%). Peak extra memory = peak RSS
 during the method minus RSS before it (``/proc/self/clear_refs`` resets the peak).
-Results go to ``tools/bench/results/ranking_<scale>.json`` and ``docs/benchmarks_ranking.md``.
+Results go to ``tools/bench/results/ranking_<scale>.json`` and its section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from doc_sections import DOC, write_section  # tools/bench is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "tools" / "bench" / "results"
-DOC = ROOT / "docs" / "benchmarks_ranking.md"
 
 SCALES = {  # name: (images, captions per image)
     "tiny": (500, 5),
@@ -283,17 +283,7 @@ def write_doc(report: dict) -> None:
         report["notes"],
         "",
     ]
-    marker = f"<!-- ranking:{scale} -->"
-    text = DOC.read_text() if DOC.exists() else "## Exact retrieval ranking\n\n"
-    block = marker + "\n" + "\n".join(section) + marker.replace("<!--", "<!-- end") + "\n"
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        tail = rest.split(marker.replace("<!--", "<!-- end"), 1)[1].lstrip("\n")
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    write_section(f"ranking-{scale}", "\n".join(section))
 
 
 def main() -> None:

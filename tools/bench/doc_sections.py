@@ -1,0 +1,26 @@
+"""Write one benchmark's results into its marked section of docs/benchmarks.md.
+
+A section is the text between ``<!-- bench:NAME -->`` and ``<!-- end bench:NAME -->``;
+rerunning a benchmark replaces only its own section, keeping the rest of the page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+
+
+def write_section(name: str, body: str, doc: Path = DOC) -> None:
+    start, end = f"<!-- bench:{name} -->", f"<!-- end bench:{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(doc)
