@@ -7,6 +7,11 @@
 4. evaluate on the held-out test split, print both rows, and say where ``metrics.json``,
    ``results.md`` and the plots are.
 
+The number of training steps adapts to the machine: a few timed optimiser steps measure
+the seconds per step, and ``max_steps`` is set so that the whole demo stays within
+``DEMO_BUDGET_S`` (10 minutes minus a margin), between ``MIN_STEPS`` and ``MAX_STEPS``.
+Passing ``trainer.max_steps=N`` disables this.
+
 Extra command-line arguments are Hydra overrides, e.g.
 ``python -m mmret.demo trainer.max_steps=100``.
 """
@@ -21,6 +26,40 @@ from pathlib import Path
 import torch
 
 from mmret.engine.config import conf_dir, register_configs
+
+#: wall-clock target of the whole demo on the 2-core reference machine (seconds)
+DEMO_BUDGET_S = 540.0
+#: time kept for the final evaluation, tables and plots
+RESERVE_S = 45.0
+MIN_STEPS = 150
+MAX_STEPS = 1500
+
+
+def seconds_per_step(cfg, repeats: int = 3) -> float:
+    """Time ``repeats`` optimiser steps of the configured towers on a synthetic batch of
+    ``trainer.batch_size`` images and 28-token captions (after one warm-up step)."""
+    from mmret.engine.builders import build_objective, build_towers
+
+    towers = build_towers(cfg.model)
+    objective = build_objective(cfg.objective)
+    model = towers.model.train()
+    params = list(model.parameters()) + list(objective.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    batch = int(cfg.trainer.batch_size)
+    size = model.visual.image_size
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    tokens = torch.randint(2, 100, (batch, 28), generator=generator)
+    elapsed = 0.0
+    for step in range(repeats + 1):
+        tic = time.perf_counter()
+        loss = sum(objective(**model(image=images, text=tokens)).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step:
+            elapsed += time.perf_counter() - tic
+    return elapsed / repeats
 
 
 def _print_table(results: dict[str, dict[str, float]]) -> None:
@@ -38,18 +77,17 @@ def _print_table(results: dict[str, dict[str, float]]) -> None:
         table.add_column(_short(key), justify="right")
     for name, metrics in results.items():
         table.add_row(name, *(f"{metrics[k]:.2f}" for k in TABLE_KEYS))
-    Console().print(table)
+    Console(width=140).print(table)
     print(markdown_table(results))
 
 
 def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     from hydra import compose, initialize_config_dir
 
-    from mmret.engine.builders import build_towers, seed_everything
+    from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
-    from mmret.engine.run import evaluate_towers, finalize_outputs, prepare_eval_data, run_training
-    from mmret.engine.builders import absolute_path
     from mmret.engine.data import ensure_dataset
+    from mmret.engine.run import evaluate_towers, finalize_outputs, prepare_eval_data, run_training
 
     start = time.perf_counter()
     torch.set_num_threads(2)
@@ -72,10 +110,19 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     before = evaluate_towers(untrained, test, ecfg, torch.device("cpu"), dcfg.trim_text_padding)
     print(
         f"[demo] untrained mmret-tiny on {len(test.split.image_paths)} test images / "
-        f"{len(test.split.captions)} captions: text→image R@1 = {before['text_to_image_R@1']:.2f}%, "
+        f"{len(test.split.captions)} captions: "
+        f"text→image R@1 = {before['text_to_image_R@1']:.2f}%, "
         f"image→text R@1 = {before['image_to_text_R@1']:.2f}%"
     )
 
+    if not any(o.startswith("trainer.max_steps=") for o in overrides):
+        per_step = seconds_per_step(cfg)
+        left = DEMO_BUDGET_S - RESERVE_S - (time.perf_counter() - start)
+        # ~15 % on top for data loading, logging and load fluctuations
+        steps = int(min(MAX_STEPS, max(MIN_STEPS, left / (1.15 * per_step))))
+        cfg.trainer.max_steps = steps
+        cfg.trainer.warmup_steps = max(10, steps // 10)
+        print(f"[demo] {per_step:.2f} s per step measured → {steps} steps fit the time budget")
     run_dir = Path(absolute_path(str(cfg.paths.output_root))) / "demo" / datetime.now().strftime(
         "%Y-%m-%d_%H-%M-%S"
     )

@@ -34,6 +34,7 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     from mmret.engine.data import ensure_dataset
     from mmret.engine.report import markdown_table
     from mmret.engine.run import (
+        evaluate_multilingual,
         evaluate_towers,
         finalize_outputs,
         init_distributed,
@@ -70,9 +71,13 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     data = prepare_eval_data(dcfg, ecfg.split, towers.eval_transform)
     trim = dcfg.trim_text_padding and is_mmret_tower(model_cfg)
     metrics = evaluate_towers(towers, data, ecfg, device, trim)
-    results = {f"{name} ({dcfg.name} {ecfg.split})": metrics}
+    results: dict[str, Any] = {f"{name} ({dcfg.name} {ecfg.split})": metrics}
+    cross = evaluate_multilingual(towers, dcfg, ecfg, device, trim)
+    if cross is not None:
+        results[f"{name} (cross-lingual)"] = cross
     out = Path(out_dir)
-    paths = finalize_outputs(out, results, f"Evaluation on {dcfg.name} {ecfg.split}", False)
+    paths = finalize_outputs(out, results, f"Evaluation on {dcfg.name} {ecfg.split}",
+                             bool(cfg.get("plots", True)))
     return {"results": results, "paths": paths, "table": markdown_table(results)}
 
 

@@ -155,3 +155,15 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(shapes40, tmp_path, mo
     text = towers.tokenizer(["a red circle", "two shapes"])
     torch.testing.assert_close(towers.model(image=image, text=text),
                                trained(image=image, text=text), rtol=0, atol=0)
+
+
+def test_create_towers_pretrained_accepts_checkpoint_dirs_and_files(tmp_path):
+    model = _small_model()
+    ckpt.save_checkpoint(tmp_path / "checkpoints", model, None, {})
+    for source in (tmp_path, tmp_path / "checkpoints" / "last",
+                   tmp_path / "checkpoints" / "last" / "model.safetensors"):
+        towers = mmret.create_towers("mmret-tiny", pretrained=str(source),
+                                     vision={"depth": 1}, text={"depth": 1})
+        for (name, a), b in zip(model.state_dict().items(), towers.model.state_dict().values(),
+                                strict=True):
+            assert torch.equal(a, b), (source, name)

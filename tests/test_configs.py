@@ -131,8 +131,10 @@ def test_cli_multirun_from_another_directory_then_eval(shapes40, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     configs = sorted((work / "out" / "multirun").rglob("config.yaml"))
     runs = [c.parent for c in configs if (c.parent / "metrics.json").is_file()]
-    temps = sorted(yaml.safe_load((r / "config.yaml").read_text())["objective"]["clip"]["temperature"]
-                   for r in runs)
+    temps = sorted(
+        yaml.safe_load((r / "config.yaml").read_text())["objective"]["clip"]["temperature"]
+        for r in runs
+    )
     assert temps == [0.05, 0.07]
     assert all((r / "checkpoints" / "last" / "model.safetensors").is_file() for r in runs)
 

@@ -281,3 +281,34 @@ def test_non_finite_loss_is_reported(tmp_path):
     trainer.objective = Exploding()
     with pytest.raises(FloatingPointError, match="non-finite loss .* step 1: bad_loss"):
         trainer.fit()
+
+
+class _TwoCaptionDataset(_PairDataset):
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        i = item["image_id"]
+        item["caption"] = [item["caption"], None if i % 4 == 0 else f"andere {i}"]
+        return item
+
+
+def test_trainer_runs_k_captions_per_image_with_text_mask(tmp_path):
+    towers = _tiny_towers()
+    cfg = TrainerConfig(max_steps=2, batch_size=4, num_workers=0, log_every=1, device="cpu")
+    collate = ImageTextCollator(towers.tokenizer, captions_per_image=2, trim=True)
+    seen = {}
+
+    class Spy(Objective):
+        requires = ("image_features", "text_features")
+
+        def __init__(self):
+            super().__init__()
+            self.inner = mmret.create_objective("one_to_k", num_langs=2)
+
+        def compute(self, **inputs):
+            seen.update(text=inputs["text_features"].shape, mask=inputs["text_mask"].clone())
+            return self.inner(**inputs)
+
+    trainer = Trainer(towers.model, Spy(), _TwoCaptionDataset(), collate, cfg, tmp_path)
+    history = trainer.fit()
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert seen["text"][0] == 8 and seen["mask"].shape == (8,)

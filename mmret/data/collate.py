@@ -67,7 +67,8 @@ class ImageTextCollator:
                 )
             if len(caption) != self.k:
                 raise ValueError(
-                    f"sample {n}: expected {self.k} captions (captions_per_image), got {len(caption)}"
+                    f"sample {n}: expected {self.k} captions (captions_per_image), "
+                    f"got {len(caption)}"
                 )
             rows.extend(caption)
         return rows, any(c is None for c in rows)

@@ -8,7 +8,6 @@ dominate a CPU training step of the tiny towers.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,29 +49,6 @@ class Split:
         )
 
 
-def _read_karpathy(json_path: Path, image_root: Path, split: str) -> Split:
-    """Minimal reader of Karpathy-style JSON (``images[*].{filepath, filename, split,
-    sentences[*].raw}``); ``restval`` counts as ``train``."""
-    data = json.loads(json_path.read_text())
-    wanted = {split, "restval"} if split == "train" else {split}
-    paths: list[str] = []
-    captions: list[str] = []
-    owner: list[int] = []
-    ids: list[int] = []
-    for entry in data["images"]:
-        if entry.get("split") not in wanted:
-            continue
-        index = len(paths)
-        paths.append(str(image_root / entry.get("filepath", "") / entry["filename"]))
-        ids.append(entry.get("imgid", entry.get("cocoid", index)))
-        for sentence in entry["sentences"]:
-            captions.append(sentence["raw"] if isinstance(sentence, dict) else str(sentence))
-            owner.append(index)
-    if not paths:
-        raise ConfigError(f"split {split!r} of {json_path} has no images")
-    return Split(paths, captions, torch.tensor(owner), ids)
-
-
 def load_split(cfg: DataConfig, split: str, root: Path) -> Split:
     """Load ``split`` of the configured dataset (``root`` already absolute)."""
     json_path = root / cfg.annotation
@@ -81,18 +57,15 @@ def load_split(cfg: DataConfig, split: str, root: Path) -> Split:
     image_root = Path(cfg.image_root) if cfg.image_root else root
     if not image_root.is_absolute():
         image_root = root / image_root
-    try:
-        from mmret.data.retrieval import load_karpathy
-    except ImportError:
-        result = _read_karpathy(json_path, image_root, split)
-    else:
-        loaded = load_karpathy(str(json_path), str(image_root), split)
-        result = Split(
-            [str(p) for p in loaded.image_paths],
-            list(loaded.captions),
-            torch.as_tensor(loaded.text_to_image),
-            list(loaded.image_ids),
-        )
+    from mmret.data.retrieval import load_karpathy
+
+    loaded = load_karpathy(str(json_path), str(image_root), split)
+    result = Split(
+        [str(p) for p in loaded.image_paths],
+        list(loaded.captions),
+        torch.as_tensor(loaded.text_to_image),
+        list(loaded.image_ids),
+    )
     limit = cfg.max_eval_images if split != cfg.train_split else cfg.max_train_images
     return result.subset(limit)
 

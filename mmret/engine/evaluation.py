@@ -69,46 +69,6 @@ def encode_texts(
     return torch.cat(out)
 
 
-def _fallback_retrieval(
-    image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor,
-    chunk_size: int,
-) -> dict[str, float]:
-    """Exact ranks (ties: lower gallery index first), used only while ``mmret.metrics`` is
-    unavailable."""
-    n = image_features.shape[0]
-    t2i = []
-    i2t = torch.full((n,), len(text_to_image), dtype=torch.long)
-    text_index = torch.arange(len(text_to_image))
-    for s in range(0, len(text_to_image), chunk_size):
-        scores = text_features[s : s + chunk_size] @ image_features.T
-        gold = text_to_image[s : s + chunk_size]
-        g = scores.gather(1, gold[:, None])
-        idx = torch.arange(n)[None, :]
-        t2i.append(((scores > g) | ((scores == g) & (idx < gold[:, None]))).sum(1))
-    for s in range(0, n, chunk_size):
-        scores = image_features[s : s + chunk_size] @ text_features.T
-        rows = torch.arange(s, min(s + chunk_size, n))
-        for r, i in enumerate(rows.tolist()):
-            golds = (text_to_image == i).nonzero().flatten()
-            best = n * 0 + len(text_to_image)
-            for gidx in golds.tolist():
-                g = scores[r, gidx]
-                rank = int(((scores[r] > g) | ((scores[r] == g) & (text_index < gidx))).sum())
-                best = min(best, rank)
-            i2t[i] = best
-    ranks = {"text_to_image": torch.cat(t2i).float(), "image_to_text": i2t.float()}
-    out: dict[str, float] = {}
-    for direction, r in ranks.items():
-        for k in (1, 5, 10):
-            out[f"{direction}_R@{k}"] = 100.0 * float((r < k).float().mean())
-        out[f"{direction}_mean_rank"] = 1.0 + float(r.mean())
-        out[f"{direction}_median_rank"] = 1.0 + float(torch.floor(r.median()))
-    recalls = [out[f"{d}_R@{k}"] for d in ranks for k in (1, 5, 10)]
-    out["rsum"] = sum(recalls)
-    out["mean_recall"] = out["rsum"] / 6
-    return out
-
-
 def retrieval_metrics(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -116,10 +76,8 @@ def retrieval_metrics(
     chunk_size: int = 1024,
 ) -> dict[str, float]:
     """Image–text retrieval metrics (``mmret.metrics.image_text_retrieval``)."""
-    try:
-        from mmret.metrics import image_text_retrieval  # type: ignore[attr-defined]
-    except ImportError:
-        return _fallback_retrieval(image_features, text_features, text_to_image, chunk_size)
+    from mmret.metrics import image_text_retrieval
+
     result = image_text_retrieval(
         image_features, text_features, text_to_image, chunk_size=chunk_size
     )
@@ -149,3 +107,51 @@ def evaluate_split(
     finally:
         model.train(was_training)
     return retrieval_metrics(image_features, text_features, split.text_to_image, chunk_size)
+
+
+def evaluate_cross_lingual(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    image_features: torch.Tensor,
+    captions: dict[str, Sequence[str]],
+    text_to_image: dict[str, Sequence[int]],
+    batch_size: int = 256,
+    chunk_size: int = 1024,
+    device: torch.device | str = "cpu",
+    trim: bool = False,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, object]:
+    """Cross-lingual retrieval on one image set (``mmret.metrics.cross_lingual_retrieval``).
+
+    Returns the average over languages as plain keys (``text_to_image_R@1``, ...), the MRV
+    keys (``mrv_std_image_to_text``, ``mrv_std_text_to_image``) and ``per_language``:
+    ``{lang: {metric: value}}``.
+    """
+    from mmret.metrics import cross_lingual_retrieval
+
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    try:
+        per_lang = {
+            lang: (
+                encode_texts(model, tokenizer, caps, batch_size, device, trim, autocast),
+                torch.as_tensor(list(text_to_image[lang]), dtype=torch.long),
+            )
+            for lang, caps in captions.items()
+        }
+    finally:
+        model.train(was_training)
+    flat = cross_lingual_retrieval(image_features, per_lang, chunk_size=chunk_size)
+    out: dict[str, object] = {}
+    per_language: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        if key.startswith("avg/"):
+            out[key[4:]] = float(value)
+        elif "/" in key:
+            lang, metric = key.split("/", 1)
+            per_language.setdefault(lang, {})[metric] = float(value)
+        else:
+            out[key] = float(value)
+    out["per_language"] = per_language
+    return out

@@ -11,13 +11,18 @@ RECALL_KEYS = tuple(
     f"{direction}_R@{k}" for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)
 )
 TABLE_KEYS = RECALL_KEYS + ("mean_recall", "rsum")
+#: cross-lingual consistency columns, shown when present
+MRV_KEYS = ("mrv_std_image_to_text", "mrv_std_text_to_image", "mrv_var_image_to_text",
+            "mrv_var_text_to_image")
 
 
 def _short(key: str) -> str:
     return key.replace("image_to_text_", "i→t ").replace("text_to_image_", "t→i ")
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str] = TABLE_KEYS) -> str:
+def markdown_table(
+    rows: Mapping[str, Mapping[str, float]], keys: Sequence[str] = TABLE_KEYS
+) -> str:
     """A Markdown table with one row per named result and one column per metric present.
 
     >>> print(markdown_table({"a": {"rsum": 1.0}}, ["rsum"]))
@@ -51,9 +56,11 @@ def write_results(
         name: {k: v for k, v in m.items() if isinstance(v, (int, float))}
         for name, m in results.items()
     }
-    body = [f"# {title}", "", markdown_table(scalar_rows), ""]
+    body = [f"# {title}", "", markdown_table(scalar_rows, TABLE_KEYS + MRV_KEYS), ""]
     per_language = {
-        name: m["per_language"] for name, m in results.items() if isinstance(m.get("per_language"), dict)
+        name: m["per_language"]
+        for name, m in results.items()
+        if isinstance(m.get("per_language"), dict)
     }
     for name, languages in per_language.items():
         body += [f"## {name}: per language", "", markdown_table(languages), ""]

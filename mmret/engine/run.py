@@ -10,6 +10,7 @@ evaluates the final model on ``eval.split`` and writes ``config.yaml``, ``metric
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,40 @@ def evaluate_towers(
     )
 
 
+def evaluate_multilingual(
+    towers: Any, dcfg: DataConfig, ecfg: EvalConfig, device: torch.device, trim: bool,
+    precision: Any = None,
+) -> dict[str, Any] | None:
+    """Cross-lingual metrics on ``data.multilingual`` (IGLUE-style ``{root}/{lang}/{split}.jsonl``
+    under ``data.root``): per-language, average and MRV. ``None`` when not configured."""
+    ml = dcfg.multilingual
+    if not ml:
+        return None
+    from mmret.data.multilingual import load_iglue
+    from mmret.engine.config import Precision
+    from mmret.engine.evaluation import encode_images, evaluate_cross_lingual
+
+    unknown = set(ml) - {"root", "image_root", "languages", "split"}
+    languages = list(ml.get("languages") or [])
+    if unknown or not languages:
+        raise ConfigError(
+            "data.multilingual: expected {root, image_root, languages: [..], split}, "
+            f"got {dict(ml)}"
+        )
+    root = Path(absolute_path(dcfg.root))
+    split = load_iglue(
+        root / str(ml.get("root", "iglue")), languages, str(ml.get("split", ecfg.split)),
+        image_root=root / str(ml.get("image_root", ".")),
+    )
+    autocast = autocast_context(device, precision or Precision.fp32)
+    images = ImageStore(split.image_paths, towers.eval_transform, cached=dcfg.cache_images)
+    image_features = encode_images(towers.model, images, ecfg.batch_size, device, autocast)
+    return evaluate_cross_lingual(
+        towers.model, towers.tokenizer, image_features, split.captions, split.text_to_image,
+        ecfg.batch_size, ecfg.chunk_size, device, trim, autocast,
+    )
+
+
 def resolve_resume(resume: Any, run_dir: Path) -> Path | None:
     """``resume``: false → None; a path → its checkpoint; true → this run dir's checkpoint,
     else the newest sibling run (same experiment folder) that has one."""
@@ -141,7 +176,8 @@ def finalize_outputs(
                 paths[name] = path
         for result_name, metrics in results.items():
             if isinstance(metrics.get("per_language"), dict):
-                p = plot_per_language(metrics["per_language"], run_dir / f"per_language_{result_name}.png")
+                slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", result_name).strip("_")
+                p = plot_per_language(metrics["per_language"], run_dir / f"per_language_{slug}.png")
                 if p is not None:
                     paths[p.name] = p
     return paths
@@ -215,6 +251,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             logger.log(metrics, trainer.step, kind=f"final_{ecfg.split}")
             name = f"{cfg.get('experiment_name', 'run')} ({dcfg.name} {ecfg.split})"
             results = {name: metrics}
+            cross = evaluate_multilingual(towers, dcfg, ecfg, device, trim, tcfg.precision)
+            if cross is not None:
+                flat = {k: v for k, v in cross.items() if k != "per_language"}
+                logger.log(flat, trainer.step, kind="final_cross_lingual")
+                results[f"{cfg.get('experiment_name', 'run')} (cross-lingual)"] = cross
             paths = finalize_outputs(run_dir, results, f"{name}: step {trainer.step}", lcfg.plots)
         _barrier()
     finally:

@@ -58,7 +58,9 @@ def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+def autocast_context(
+    device: torch.device, precision: Precision
+) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast on CUDA; a no-op on CPU or with fp32."""
     if device.type != "cuda" or precision == Precision.fp32:
         return contextlib.nullcontext()
@@ -236,10 +238,9 @@ class Trainer:
         self._average_objective_grads()
         self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if self.cfg.grad_clip_norm:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm)
-        else:
-            norm = torch.norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())
+        # clip_grad_norm_ with max_norm=inf only measures the norm
+        max_norm = self.cfg.grad_clip_norm or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -260,11 +261,11 @@ class Trainer:
         scale = getattr(self.model, "logit_scale", None)
         if isinstance(scale, torch.Tensor):
             out["logit_scale"] = float(scale.detach().exp())
-        for name, buf in list(self.objective.named_parameters()) + list(self.objective.named_buffers()):
-            if name.endswith("log_scale") and buf.ndim == 0:
-                out[f"objective.{name[:-len('.log_scale')] or 'temperature'}_logit_scale"] = float(
-                    buf.detach().exp()
-                )
+        tensors = list(self.objective.named_parameters()) + list(self.objective.named_buffers())
+        for name, value in tensors:
+            if name.endswith("log_scale") and value.ndim == 0:
+                owner = name[: -len(".log_scale")] or "temperature"
+                out[f"objective.{owner}_logit_scale"] = float(value.detach().exp())
         return out
 
     def fit(self, resume_from: str | Path | None = None) -> list[dict[str, float]]:
@@ -278,7 +279,9 @@ class Trainer:
         if self.is_main and (self.logger is None or self.logger.cfg.progress_bar):
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+            progress = tqdm(
+                total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True
+            )
         sums: dict[str, float] = {}
         micro = 0
         tic = time.perf_counter()
@@ -297,9 +300,12 @@ class Trainer:
                         losses = self._forward(batch)
                         loss = sum(losses.values())
                         if not torch.isfinite(loss):
+                            terms = ", ".join(
+                                f"{k}={float(v.detach()):.4g}" for k, v in losses.items()
+                            )
                             raise FloatingPointError(
                                 f"non-finite loss {float(loss.detach())} at step {self.step + 1}: "
-                                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+                                + terms
                             )
                         self.scaler.scale(loss / cfg.grad_accum_steps).backward()
                     for key, value in losses.items():
@@ -313,7 +319,9 @@ class Trainer:
                     self.step += 1
                     steps_since_tic += 1
                     micro = 0
-                    record = self._reduce_mean({k: v / cfg.grad_accum_steps for k, v in sums.items()})
+                    record = self._reduce_mean(
+                        {k: v / cfg.grad_accum_steps for k, v in sums.items()}
+                    )
                     sums = {}
                     record["lr"] = lr
                     record["grad_norm"] = grad_norm
@@ -333,7 +341,8 @@ class Trainer:
                         if progress is not None:
                             progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
                                                  it_s=f"{rate:.2f}")
-                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                    due = cfg.eval_every and self.step % cfg.eval_every == 0
+                    if due and self.step < cfg.max_steps:
                         self.run_evaluation()
                     if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
                         self.step == cfg.max_steps

@@ -1,0 +1,28 @@
+"""The demo's pipeline on a tiny generated set (the full demo is `make demo`)."""
+
+from __future__ import annotations
+
+import json
+
+from mmret import demo
+
+
+def test_demo_pipeline_small(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative data/outputs paths resolve against the launch dir
+    results = demo.main([
+        "data.root=data/shapes_small", "data.generate.num_images=40", "paths.output_root=out",
+        "trainer.max_steps=2", "trainer.batch_size=8", "trainer.warmup_steps=1",
+        "logger.progress_bar=false",
+    ])
+    printed = capsys.readouterr().out
+    assert set(results) == {"mmret-tiny untrained", "mmret-tiny + clip (trained)"}
+    assert (tmp_path / "data" / "shapes_small" / "karpathy" / "dataset_shapes.json").is_file()
+    runs = list((tmp_path / "out" / "demo").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    for name in ("metrics.json", "results.md", "loss.png", "recall.png", "config.yaml"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "metrics.json").read_text())
+    assert set(saved) == set(results)
+    assert "untrained mmret-tiny" in printed and "| mmret-tiny + clip (trained) |" in printed
+    assert str(run / "results.md") in printed
