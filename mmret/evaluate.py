@@ -34,6 +34,8 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     from mmret.engine.data import ensure_dataset
     from mmret.engine.report import markdown_table
     from mmret.engine.run import (
+        cross_lingual_name,
+        cross_lingual_setting,
         evaluate_multilingual,
         evaluate_towers,
         finalize_outputs,
@@ -49,6 +51,7 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     device = init_distributed(str(cfg.get("device", "auto")))
     seed_everything(0)
     checkpoint = cfg.get("checkpoint")
+    train_data = None  # the checkpoint's training data, for the cross-lingual setting
     if towers is not None:
         name = cfg.get("name") or "model"
         model_cfg = cfg.model
@@ -59,7 +62,9 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
 
         from mmret.engine.checkpoint import find_run_dir
 
-        model_cfg = OmegaConf.load(find_run_dir(path) / "config.yaml").model
+        run_cfg = OmegaConf.load(find_run_dir(path) / "config.yaml")
+        model_cfg = run_cfg.model
+        train_data = data_config(run_cfg.data) if "data" in run_cfg else None
         name = cfg.get("name") or Path(path).name
     else:
         towers = build_towers(cfg.model)
@@ -74,7 +79,8 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     results: dict[str, Any] = {f"{name} ({dcfg.name} {ecfg.split})": metrics}
     cross = evaluate_multilingual(towers, dcfg, ecfg, device, trim)
     if cross is not None:
-        results[f"{name} (cross-lingual)"] = cross
+        cross["setting"] = cross_lingual_setting(train_data, ecfg, list(cross["languages"]))
+        results[cross_lingual_name(str(name), cross["setting"])] = cross
     out = Path(out_dir)
     paths = finalize_outputs(out, results, f"Evaluation on {dcfg.name} {ecfg.split}",
                              bool(cfg.get("plots", True)))

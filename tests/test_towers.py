@@ -143,3 +143,16 @@ def test_timm_vision_with_real_pretrained_hf_text_tower() -> None:
     assert sims[0, 1] > sims[0, 2] + 0.2
     out = model(image=eval_tf(Image.new("RGB", (300, 200))).unsqueeze(0), text=text)
     assert out["image_features"].shape == (1, 64) and out["text_features"].shape == (3, 64)
+
+
+def test_conv_stem_keeps_the_patch_grid() -> None:
+    from mmret.towers.tiny import TinyVisionTransformer
+
+    for stem in ("patch", "conv"):
+        vit = TinyVisionTransformer(8, image_size=64, patch_size=16, width=32, depth=1, heads=2, stem=stem)
+        tokens = vit.patch_embed(torch.randn(2, 3, 64, 64))
+        assert tokens.shape == (2, 32, 4, 4)
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        TinyVisionTransformer(8, image_size=60, patch_size=12, stem="conv")
+    with pytest.raises(ValueError, match="stem must be"):
+        TinyVisionTransformer(8, stem="resnet")

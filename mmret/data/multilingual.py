@@ -71,6 +71,34 @@ class MultilingualSplit:
             self.image_paths, self.captions[lang], self.text_to_image[lang], self.image_ids
         )
 
+    def subset(self, max_images: int | None) -> MultilingualSplit:
+        """The first ``max_images`` images and their captions in every language
+        (``None`` or a number ≥ N: this split)."""
+        if max_images is None or max_images >= self.num_images:
+            return self
+        if max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+        captions: dict[str, list[str]] = {}
+        text_to_image: dict[str, list[int]] = {}
+        for lang in self.captions:
+            pairs = [
+                (c, i)
+                for c, i in zip(self.captions[lang], self.text_to_image[lang], strict=True)
+                if i < max_images
+            ]
+            captions[lang] = [c for c, _ in pairs]
+            text_to_image[lang] = [i for _, i in pairs]
+        kept = set(self.image_ids[:max_images])
+        missing = {
+            lang: [i for i in ids if i in kept]
+            for lang, ids in self.missing.items()
+            if any(i in kept for i in ids)
+        }
+        return MultilingualSplit(
+            self.image_paths[:max_images], captions, text_to_image,
+            self.image_ids[:max_images], missing,
+        )
+
     def captions_by_image(self, lang: str) -> list[list[int]]:
         """For each image the indices of its captions in ``lang``."""
         return self.for_language(lang).image_to_texts()
@@ -228,9 +256,24 @@ def _check_langs(msplit: MultilingualSplit, langs: Sequence[str]) -> list[str]:
     return langs
 
 
+Key = int | tuple[int, int]
+
+
 class _EpochSeeded(Dataset):
     """Shared machinery: per-language caption lists per image and a per-(seed, epoch, index)
-    random generator, so every draw is reproducible and independent of worker order."""
+    random generator, so every draw is reproducible and independent of worker order.
+
+    Items are addressed by ``index`` or by an ``(index, sample_seed)`` pair, as yielded by
+    :class:`~mmret.engine.sampler.ResumableBatchSampler` with ``with_seeds=True``
+    (``sample_seed`` is a function of the run seed, the epoch and the index only). With a
+    pair the draw uses ``sample_seed`` instead of ``(seed, epoch)``, so the trainer needs no
+    :meth:`set_epoch` call and resumed / distributed runs draw exactly what an uninterrupted
+    single-process run draws.
+
+    ``images`` (optional): ``images[image_index] -> image`` (e.g. an in-memory
+    :class:`~mmret.engine.data.ImageStore` aligned with ``msplit.image_paths``) used instead
+    of decoding ``msplit.image_paths[image_index]`` and applying ``transform``.
+    """
 
     def __init__(
         self,
@@ -239,12 +282,19 @@ class _EpochSeeded(Dataset):
         transform: ImageTransform | None,
         seed: int,
         tokenizer: Tokenizer | None,
+        images: Any = None,
     ) -> None:
         self.msplit = msplit
         self.langs = _check_langs(msplit, langs)
         self.transform = transform
         self.seed = int(seed)
         self.tokenizer = tokenizer
+        self.images = images
+        if images is not None and len(images) != msplit.num_images:
+            raise ValueError(
+                f"images: expected one image per split image ({msplit.num_images}), "
+                f"got {len(images)}"
+            )
         self.epoch = 0
         self.by_image = {lang: msplit.captions_by_image(lang) for lang in self.langs}
         #: images with at least one caption in the chosen languages (the items)
@@ -259,13 +309,24 @@ class _EpochSeeded(Dataset):
         DataLoader workers the workers keep the epoch they were started with)."""
         self.epoch = int(epoch)
 
-    def _rng(self, index: int) -> np.random.Generator:
+    def _rng(self, index: int, sample_seed: int | None = None) -> np.random.Generator:
+        if sample_seed is not None:
+            return np.random.default_rng([int(sample_seed), index])
         return np.random.default_rng([self.seed, self.epoch, index])
+
+    @staticmethod
+    def _split_key(key: Key) -> tuple[int, int | None]:
+        if isinstance(key, tuple):
+            index, sample_seed = key
+            return int(index), int(sample_seed)
+        return int(key), None
 
     def __len__(self) -> int:
         return len(self.image_indices)
 
     def _image(self, image_index: int) -> Any:
+        if self.images is not None:
+            return self.images[image_index]
         return apply_transform(load_image(self.msplit.image_paths[image_index]), self.transform)
 
 
@@ -288,14 +349,16 @@ class OneToKDataset(_EpochSeeded):
         transform: ImageTransform | None = None,
         seed: int = 0,
         tokenizer: Tokenizer | None = None,
+        images: Any = None,
     ) -> None:
-        super().__init__(msplit, langs, transform, seed, tokenizer)
+        super().__init__(msplit, langs, transform, seed, tokenizer, images)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        index, sample_seed = self._split_key(key)
         image_index = self.image_indices[index]
         lists = [self.by_image[lang][image_index] for lang in self.langs]
         most = max(len(texts) for texts in lists)
-        slot = int(self._rng(index).integers(most)) if most > 1 else 0
+        slot = int(self._rng(index, sample_seed).integers(most)) if most > 1 else 0
         captions, mask = [], []
         for lang, texts in zip(self.langs, lists, strict=True):
             if texts:
@@ -334,12 +397,14 @@ class RandomLanguageDataset(_EpochSeeded):
         transform: ImageTransform | None = None,
         seed: int = 0,
         tokenizer: Tokenizer | None = None,
+        images: Any = None,
     ) -> None:
-        super().__init__(msplit, langs, transform, seed, tokenizer)
+        super().__init__(msplit, langs, transform, seed, tokenizer, images)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        index, sample_seed = self._split_key(key)
         image_index = self.image_indices[index]
-        rng = self._rng(index)
+        rng = self._rng(index, sample_seed)
         available = [lang for lang in self.langs if self.by_image[lang][image_index]]
         lang = available[int(rng.integers(len(available)))]
         texts = self.by_image[lang][image_index]

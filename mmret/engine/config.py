@@ -82,6 +82,45 @@ class TrainerConfig:
     deterministic: bool = False
 
 
+class TrainMode(str, Enum):
+    """How training samples are drawn (``data.train_mode``).
+
+    - ``pairs``: one (image, caption) pair per caption of ``data.annotation``'s train split
+      (Karpathy format; K captions per image with ``data.captions_per_image``).
+    - ``one_to_k``: one item per image with its captions in every language of
+      ``data.train_languages`` (K = their number; missing translations masked) for the
+      1-to-K objective (METHODS.md §3).
+    - ``random_language``: one item per image with one caption in a language drawn
+      uniformly (among those the image has) per image and step: the "1-to-1" baseline.
+      ``train_languages: [en]`` is English-only training.
+    """
+
+    pairs = "pairs"
+    one_to_k = "one_to_k"
+    random_language = "random_language"
+
+
+MULTILINGUAL_FORMATS = ("iglue", "multi30k")
+
+
+@dataclass
+class MultilingualSource:
+    """``cfg.data.train_source``: the parallel multilingual training captions.
+
+    Attributes:
+        format: ``iglue`` (``{root}/{lang}/{split}.jsonl``, aligned by ``id``) or
+            ``multi30k`` (``{root}/{split}.{lang}`` + ``{root}/{split}_images.txt``).
+        root: folder of the files, relative to ``data.root`` (or absolute).
+        image_root: folder the image paths are relative to, relative to ``data.root``.
+        split: split name in the file names (``train``).
+    """
+
+    format: str = "iglue"
+    root: str = "iglue"
+    image_root: str = "."
+    split: str = "train"
+
+
 @dataclass
 class DataConfig:
     """``cfg.data``: which benchmark, where it lives, and how it is loaded.
@@ -102,6 +141,11 @@ class DataConfig:
         trim_text_padding: drop all-padding token columns of each batch (mmret towers only).
         multilingual: optional IGLUE-style cross-lingual eval set: ``{root, languages,
             split}``; evaluated with ``mmret.metrics.cross_lingual_retrieval``.
+        train_mode: ``pairs`` | ``one_to_k`` | ``random_language`` (see :class:`TrainMode`).
+        train_languages: languages of the multilingual training modes, in the order of
+            each image's K caption rows for ``one_to_k``.
+        train_source: where the multilingual training captions are (see
+            :class:`MultilingualSource`); ``max_train_images`` applies to it too.
     """
 
     name: str = "dataset"
@@ -120,6 +164,9 @@ class DataConfig:
     max_train_images: int | None = None
     max_eval_images: int | None = None
     multilingual: dict[str, Any] | None = None
+    train_mode: TrainMode = TrainMode.pairs
+    train_languages: list[str] = field(default_factory=list)
+    train_source: MultilingualSource = field(default_factory=MultilingualSource)
 
 
 @dataclass
@@ -131,12 +178,18 @@ class EvalConfig:
         chunk_size: query chunk of the exact rank computation.
         split: split evaluated at the end of training / by ``mmret-eval`` (``test`` or ``val``).
         during_training_split: split evaluated every ``trainer.eval_every`` steps.
+        setting: label of the cross-lingual evaluation setting, part of the result's name
+            (``null``: derived from the training data, e.g. ``zero-shot from English`` or
+            ``all-language fine-tuning``; see :func:`mmret.engine.run.cross_lingual_setting`).
+        mrv_dispersion: ``std`` (the reference) or ``var`` for the Mean Rank Variance.
     """
 
     batch_size: int = 256
     chunk_size: int = 1024
     split: str = "test"
     during_training_split: str = "val"
+    setting: str | None = None
+    mrv_dispersion: str = "std"
 
 
 @dataclass
@@ -238,13 +291,51 @@ def data_config(node: DictConfig | dict | DataConfig) -> DataConfig:
         raise ConfigError(
             f"data.captions_per_image: expected an integer >= 1, got {cfg.captions_per_image}"
         )
+    languages = list(cfg.train_languages)
+    if cfg.train_mode == TrainMode.pairs:
+        if languages:
+            raise ConfigError(
+                f"data.train_languages={languages} needs data.train_mode=one_to_k or "
+                "random_language (train_mode=pairs trains on data.annotation's captions)"
+            )
+        return cfg
+    mode = cfg.train_mode.value
+    if not languages:
+        raise ConfigError(f"data.train_languages: train_mode={mode} needs at least one language")
+    if len(set(languages)) != len(languages):
+        raise ConfigError(f"data.train_languages: duplicate languages in {languages}")
+    if cfg.captions_per_image != 1:
+        raise ConfigError(
+            f"data.captions_per_image={cfg.captions_per_image} applies to train_mode=pairs only; "
+            f"train_mode={mode} takes K from data.train_languages"
+        )
+    if cfg.train_source.format not in MULTILINGUAL_FORMATS:
+        raise ConfigError(
+            f"data.train_source.format: expected one of {MULTILINGUAL_FORMATS}, "
+            f"got {cfg.train_source.format!r}"
+        )
     return cfg
+
+
+def captions_per_training_image(cfg: DataConfig) -> int:
+    """K, the caption rows per image of a training batch (``text`` has B·K rows)."""
+    if cfg.train_mode == TrainMode.one_to_k:
+        return len(cfg.train_languages)
+    if cfg.train_mode == TrainMode.random_language:
+        return 1
+    return cfg.captions_per_image
 
 
 def eval_config(node: DictConfig | dict | EvalConfig) -> EvalConfig:
     cfg = node if isinstance(node, EvalConfig) else _structured(node, EvalConfig, "eval")
     if cfg.batch_size < 1 or cfg.chunk_size < 1:
         raise ConfigError("eval.batch_size and eval.chunk_size must be >= 1")
+    from mmret.metrics.cross_lingual import DISPERSIONS
+
+    if cfg.mrv_dispersion not in DISPERSIONS:
+        raise ConfigError(
+            f"eval.mrv_dispersion: expected one of {DISPERSIONS}, got {cfg.mrv_dispersion!r}"
+        )
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""Datasets and loaders of the trainer: splits, an in-memory image cache, training pairs.
+"""Datasets and loaders of the trainer: splits, an in-memory image cache, training pairs,
+and the multilingual training sets (1-to-K and random-language) of ``data.train_mode``.
 
 Images are either decoded per access (``PIL`` + the towers' transform) or, with
 ``data.cache_images``, decoded and transformed once into one FloatTensor[N, 3, H, W]
@@ -8,17 +9,21 @@ dominate a CPU training step of the tiny towers.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mmret.engine.config import ConfigError, DataConfig
+from mmret.engine.config import ConfigError, DataConfig, TrainMode
+
+if TYPE_CHECKING:
+    from mmret.data.multilingual import MultilingualSplit
 
 
 @dataclass
@@ -129,6 +134,20 @@ class ImageStore:
         return torch.stack([self._load(i) for i in rng])
 
 
+@contextlib.contextmanager
+def seeded_random(seed: int) -> Iterator[None]:
+    """Run the body with torch's CPU RNG and Python's ``random`` seeded by ``seed``, then
+    restore both (a random image transform becomes a function of ``seed``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = random.getstate()
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state)
+
+
 class ImageCaptionPairs(Dataset):
     """Training pairs: one item per caption, ``{"image", "caption", "image_id"}``
     (``image_id`` = the image's index in the split, for multi-positive targets).
@@ -161,14 +180,8 @@ class ImageCaptionPairs(Dataset):
     def _image(self, index: int, seed: int | None) -> torch.Tensor:
         if seed is None or self.images.cache is not None:
             return self.images[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            state = random.getstate()
-            random.seed(seed)
-            try:
-                return self.images[index]
-            finally:
-                random.setstate(state)
+        with seeded_random(seed):
+            return self.images[index]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, None)
@@ -184,3 +197,107 @@ class ImageCaptionPairs(Dataset):
             "caption": caption,
             "image_id": image_index,
         }
+
+
+# --------------------------------------------------------------------------- multilingual
+
+
+def _under(root: Path, path: str) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+def load_multilingual_train(cfg: DataConfig, root: Path) -> MultilingualSplit:
+    """The parallel training captions of ``data.train_source`` in ``data.train_languages``
+    (``root`` = the absolute ``data.root``), limited to ``data.max_train_images`` images."""
+    from mmret.data.multilingual import load_iglue, load_multi30k
+
+    source = cfg.train_source
+    loader = load_iglue if source.format == "iglue" else load_multi30k
+    try:
+        msplit = loader(
+            _under(root, source.root), list(cfg.train_languages), source.split,
+            image_root=_under(root, source.image_root),
+        )
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"data.train_source ({source.format}, root={source.root}, split={source.split}, "
+            f"languages {list(cfg.train_languages)}): {exc}"
+        ) from None
+    return msplit.subset(cfg.max_train_images)
+
+
+class MultilingualTrainItems(Dataset):
+    """Training items of ``data.train_mode`` one_to_k / random_language in the collate's
+    sample format (:mod:`mmret.data.collate`).
+
+    Wraps an :class:`~mmret.data.multilingual.OneToKDataset` (item: ``caption`` = the K
+    captions in ``langs`` order, ``None`` where the image has no caption in that language,
+    which the collate turns into ``text_mask`` False) or a
+    :class:`~mmret.data.multilingual.RandomLanguageDataset` (item: ``caption`` = one caption,
+    ``langs`` = its language). Keys are ``(index, sample_seed)`` pairs from
+    :class:`~mmret.engine.sampler.ResumableBatchSampler`: the caption / language draw is a
+    function of ``sample_seed`` (hence of run seed, epoch and index only), and so is a
+    random image transform of an uncached :class:`ImageStore`.
+    """
+
+    def __init__(self, inner: Dataset, images: ImageStore) -> None:
+        from mmret.data.multilingual import OneToKDataset, RandomLanguageDataset
+
+        if not isinstance(inner, OneToKDataset | RandomLanguageDataset):
+            raise TypeError(
+                f"expected a OneToKDataset or RandomLanguageDataset, got {type(inner).__name__}"
+            )
+        self.inner = inner
+        self.images = images
+        self.one_to_k = isinstance(inner, OneToKDataset)
+
+    @property
+    def langs(self) -> list[str]:
+        return list(self.inner.langs)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        seed = key[1] if isinstance(key, tuple) else None
+        if seed is None or self.images.cache is not None:
+            item = self.inner[key]
+        else:
+            with seeded_random(seed):
+                item = self.inner[key]
+        if self.one_to_k:
+            present = item["caption_mask"].tolist()
+            caption: Any = [
+                c if ok else None for c, ok in zip(item["captions"], present, strict=True)
+            ]
+            return {"image": item["image"], "caption": caption, "image_id": item["image_id"]}
+        return {
+            "image": item["image"],
+            "caption": item["caption"],
+            "image_id": item["image_id"],
+            "langs": item["lang"],
+        }
+
+
+def build_train_dataset(
+    cfg: DataConfig, root: Path, train_transform: Callable, eval_transform: Callable,
+    seed: int = 0,
+) -> Dataset:
+    """The training dataset of ``data.train_mode`` (``root`` = the absolute ``data.root``).
+
+    Images are cached in memory (``data.cache_images``) only when the training transform
+    is the deterministic evaluation transform.
+    """
+    cached = cfg.cache_images and train_transform is eval_transform
+    if cfg.train_mode == TrainMode.pairs:
+        split = load_split(cfg, cfg.train_split, root)
+        images = ImageStore(split.image_paths, train_transform, cached=cached)
+        return ImageCaptionPairs(split, images, cfg.captions_per_image)
+    from mmret.data.multilingual import OneToKDataset, RandomLanguageDataset
+
+    msplit = load_multilingual_train(cfg, root)
+    images = ImageStore(msplit.image_paths, train_transform, cached=cached)
+    kind = OneToKDataset if cfg.train_mode == TrainMode.one_to_k else RandomLanguageDataset
+    inner = kind(msplit, list(cfg.train_languages), seed=seed, images=images)
+    return MultilingualTrainItems(inner, images)

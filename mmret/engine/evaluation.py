@@ -120,14 +120,22 @@ def evaluate_cross_lingual(
     device: torch.device | str = "cpu",
     trim: bool = False,
     autocast: contextlib.AbstractContextManager | None = None,
+    dispersion: str = "std",
 ) -> dict[str, object]:
     """Cross-lingual retrieval on one image set (``mmret.metrics.cross_lingual_retrieval``).
 
-    Returns the average over languages as plain keys (``text_to_image_R@1``, ...), the MRV
-    keys (``mrv_std_image_to_text``, ``mrv_std_text_to_image``) and ``per_language``:
-    ``{lang: {metric: value}}``.
+    Returns:
+        - the average over languages as plain keys (``text_to_image_R@1``, ...);
+        - the MRV keys ``mrv_{dispersion}_image_to_text`` / ``mrv_{dispersion}_text_to_image``
+          (mean over instances of the per-instance spread of the gold rank across languages;
+          NaN for text→image when the languages' captions are not parallel);
+        - ``per_language``: ``{lang: {metric: value}}``; ``languages``: their order;
+        - ``rank_spread``: ``{"image_to_text": Tensor[N], "text_to_image": Tensor[M]}``, the
+          per-instance spreads (``mmret.metrics.rank_spread``) whose means are the MRVs
+          (text→image only for parallel captions). Not a scalar: the report writes it to
+          its own file and plots its histogram.
     """
-    from mmret.metrics import cross_lingual_retrieval
+    from mmret.metrics import cross_lingual_retrieval, rank_spread
 
     model = unwrap(model)
     was_training = model.training
@@ -142,11 +150,16 @@ def evaluate_cross_lingual(
         }
     finally:
         model.train(was_training)
-    flat = cross_lingual_retrieval(image_features, per_lang, chunk_size=chunk_size)
+    flat = cross_lingual_retrieval(
+        image_features, per_lang, chunk_size=chunk_size, dispersion=dispersion, return_ranks=True
+    )
     out: dict[str, object] = {}
     per_language: dict[str, dict[str, float]] = {}
+    spreads: dict[str, torch.Tensor] = {}
     for key, value in flat.items():
-        if key.startswith("avg/"):
+        if key.startswith("ranks_"):
+            spreads[key[len("ranks_"):]] = rank_spread(value, dispersion).float()
+        elif key.startswith("avg/"):
             out[key[4:]] = float(value)
         elif "/" in key:
             lang, metric = key.split("/", 1)
@@ -154,4 +167,6 @@ def evaluate_cross_lingual(
         else:
             out[key] = float(value)
     out["per_language"] = per_language
+    out["languages"] = list(captions)
+    out["rank_spread"] = spreads
     return out

@@ -1,4 +1,9 @@
-"""Run outputs: ``metrics.json``, a Markdown results table and PNG plots (matplotlib Agg)."""
+"""Run outputs: ``metrics.json``, a Markdown results table and PNG plots (matplotlib Agg).
+
+Cross-lingual results (those with ``per_language``) get their own table — one row per
+language, the average over languages and the Mean Rank Variance of both directions — a
+per-language recall plot and a histogram of the per-instance rank spread across languages.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ TABLE_KEYS = RECALL_KEYS + ("mean_recall", "rsum")
 #: cross-lingual consistency columns, shown when present
 MRV_KEYS = ("mrv_std_image_to_text", "mrv_std_text_to_image", "mrv_var_image_to_text",
             "mrv_var_text_to_image")
+DIRECTIONS = ("image_to_text", "text_to_image")
 
 
 def _short(key: str) -> str:
@@ -41,6 +47,49 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def _cell(value: Any) -> str:
+    return f"{float(value):.2f}" if isinstance(value, (int, float)) else "–"
+
+
+def cross_lingual_table(metrics: Mapping[str, Any], keys: Sequence[str] = RECALL_KEYS) -> str:
+    """Markdown table of one cross-lingual result: a row per language (``per_language``),
+    an ``average`` row (the plain keys of ``metrics``) and one row per MRV dispersion
+    present (``mrv_{std|var}_{direction}``), whose value sits in the R@1 column of its
+    direction (MRV is in ranks, lower is better; the other cells are ``–``)."""
+    per_language: Mapping[str, Mapping[str, float]] = metrics["per_language"]
+    present = [k for k in keys if any(k in m for m in per_language.values()) or k in metrics]
+    lines = [
+        "| language | " + " | ".join(_short(k) for k in present) + " |",
+        "|---|" + "---:|" * len(present),
+    ]
+    for lang, values in per_language.items():
+        lines.append(f"| {lang} | " + " | ".join(_cell(values.get(k)) for k in present) + " |")
+    lines.append("| **average** | " + " | ".join(_cell(metrics.get(k)) for k in present) + " |")
+    for dispersion in ("std", "var"):
+        mrv = {d: metrics.get(f"mrv_{dispersion}_{d}") for d in DIRECTIONS}
+        if all(v is None for v in mrv.values()):
+            continue
+        cells = []
+        for key in present:
+            direction = next(d for d in DIRECTIONS if key.startswith(d))
+            first = key == next(k for k in present if k.startswith(direction))
+            cells.append(_cell(mrv[direction]) if first else "–")
+        lines.append(f"| **MRV ({dispersion}) ↓** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def json_ready(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``results`` without the non-JSON values (tensors such as ``rank_spread``)."""
+    def keep(value: Any) -> bool:
+        if isinstance(value, Mapping):
+            return all(keep(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return all(keep(v) for v in value)
+        return value is None or isinstance(value, (str, int, float, bool))
+
+    return {name: {k: v for k, v in m.items() if keep(v)} for name, m in results.items()}
+
+
 def write_results(
     out_dir: str | Path,
     results: Mapping[str, Mapping[str, Any]],
@@ -51,19 +100,15 @@ def write_results(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "metrics.json"
-    json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    json_path.write_text(json.dumps(json_ready(results), indent=2, sort_keys=True) + "\n")
     scalar_rows = {
         name: {k: v for k, v in m.items() if isinstance(v, (int, float))}
         for name, m in results.items()
     }
     body = [f"# {title}", "", markdown_table(scalar_rows, TABLE_KEYS + MRV_KEYS), ""]
-    per_language = {
-        name: m["per_language"]
-        for name, m in results.items()
-        if isinstance(m.get("per_language"), dict)
-    }
-    for name, languages in per_language.items():
-        body += [f"## {name}: per language", "", markdown_table(languages), ""]
+    for name, metrics in results.items():
+        if isinstance(metrics.get("per_language"), Mapping):
+            body += [f"## {name}: per language", "", cross_lingual_table(metrics), ""]
     if notes:
         body += [notes, ""]
     md_path = out / "results.md"
@@ -124,17 +169,65 @@ def plot_recall(results: Mapping[str, Mapping[str, Any]], path: str | Path) -> P
     return Path(path)
 
 
-def plot_per_language(per_language: Mapping[str, Mapping[str, float]], path: str | Path,
-                      key: str = "text_to_image_R@1") -> Path | None:
-    """Per-language bars of one metric (cross-lingual evaluation)."""
-    languages = [lang for lang, m in per_language.items() if key in m]
-    if not languages:
+def plot_per_language(
+    per_language: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    average: Mapping[str, Any] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+) -> Path | None:
+    """Per-language recall bars: one panel per direction, R@k bars grouped by language
+    (plus an ``avg`` group from ``average``, the plain keys of a cross-lingual result)."""
+    groups = {lang: dict(m) for lang, m in per_language.items()}
+    if average is not None:
+        groups["avg"] = {k: v for k, v in average.items() if isinstance(v, (int, float))}
+    if not any(f"{d}_R@{k}" in m for m in groups.values() for d in DIRECTIONS for k in ks):
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, len(languages)), 4))
-    ax.bar(languages, [float(per_language[lang][key]) for lang in languages])
-    ax.set_ylabel(_short(key) + " (%)")
-    ax.set_title(f"{_short(key)} per language")
+    names = list(groups)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.8 * len(names)), 4), sharey=True)
+    width = 0.8 / len(ks)
+    for ax, direction in zip(axes, DIRECTIONS, strict=True):
+        for j, k in enumerate(ks):
+            key = f"{direction}_R@{k}"
+            xs = [i + (j - (len(ks) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(xs, [float(groups[n].get(key, 0.0)) for n in names], width=width,
+                   label=f"R@{k}")
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(direction.replace("_", " "))
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("recall (%)")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle("cross-lingual recall per language")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_rank_spread(
+    spreads: Mapping[str, Any], path: str | Path, dispersion: str = "std", bins: int = 30
+) -> Path | None:
+    """Histogram of the per-instance spread of the gold rank across languages, one panel
+    per direction in ``spreads`` (``{"image_to_text": values[N], ...}``); the dashed line
+    is its mean, the MRV."""
+    import numpy as np
+
+    directions = [d for d in DIRECTIONS if d in spreads and len(spreads[d])]
+    if not directions:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(directions), figsize=(5 * len(directions), 3.8),
+                             squeeze=False)
+    for ax, direction in zip(axes[0], directions, strict=True):
+        values = np.asarray(spreads[direction], dtype=np.float64)
+        ax.hist(values, bins=bins, color="tab:blue", alpha=0.8)
+        mean = float(values.mean())
+        ax.axvline(mean, color="black", linestyle="--", label=f"MRV ({dispersion}) = {mean:.2f}")
+        ax.set_xlabel(f"{dispersion} of the gold rank across languages")
+        ax.set_ylabel("instances")
+        ax.set_title(direction.replace("_", " "))
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

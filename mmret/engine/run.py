@@ -27,15 +27,23 @@ from mmret.engine.config import (
     ConfigError,
     DataConfig,
     EvalConfig,
+    TrainMode,
+    captions_per_training_image,
     data_config,
     eval_config,
     logger_config,
     trainer_config,
 )
-from mmret.engine.data import ImageCaptionPairs, ImageStore, Split, ensure_dataset, load_split
+from mmret.engine.data import ImageStore, Split, build_train_dataset, ensure_dataset, load_split
 from mmret.engine.evaluation import evaluate_split
 from mmret.engine.logging import MetricsLogger, read_metrics
-from mmret.engine.report import plot_loss, plot_per_language, plot_recall, write_results
+from mmret.engine.report import (
+    plot_loss,
+    plot_per_language,
+    plot_rank_spread,
+    plot_recall,
+    write_results,
+)
 from mmret.engine.trainer import Trainer, autocast_context
 
 
@@ -100,12 +108,66 @@ def evaluate_towers(
     )
 
 
+def cross_lingual_setting(
+    train_data: DataConfig | None, ecfg: EvalConfig, eval_languages: list[str]
+) -> str:
+    """The label of a cross-lingual evaluation (part of the result's name).
+
+    ``eval.setting`` when given; otherwise from the training data ``train_data``
+    (``None``: the model was not trained here): ``zero-shot`` (no training data),
+    ``zero-shot from English`` (``train_mode=pairs`` on the English annotation, or
+    ``train_languages: [en]``), ``all-language fine-tuning`` (every evaluated language was
+    trained on), else ``fine-tuned on <languages>``.
+    """
+    if ecfg.setting:
+        return str(ecfg.setting)
+    if train_data is None:
+        return "zero-shot"
+    languages = list(train_data.train_languages)
+    if train_data.train_mode == TrainMode.pairs or languages == ["en"]:
+        return "zero-shot from English"
+    if set(eval_languages) <= set(languages):
+        return "all-language fine-tuning"
+    return "fine-tuned on " + ", ".join(languages)
+
+
+def check_objective_matches_data(objective: torch.nn.Module, dcfg: DataConfig) -> None:
+    """Raise :class:`ConfigError` unless every ``one_to_k`` objective has ``num_langs`` equal
+    to the number of ``data.train_languages`` and ``data.train_mode`` is ``one_to_k``
+    (and, conversely, ``train_mode=one_to_k`` batches go to a ``one_to_k`` objective)."""
+    from mmret.objectives.one_to_k import OneToKObjective
+
+    one_to_k = [m for m in objective.modules() if isinstance(m, OneToKObjective)]
+    mode = dcfg.train_mode.value
+    languages = list(dcfg.train_languages)
+    for member in one_to_k:
+        if dcfg.train_mode != TrainMode.one_to_k:
+            raise ConfigError(
+                f"objective one_to_k needs data.train_mode=one_to_k (each image with its "
+                f"captions in K languages), got data.train_mode={mode}"
+            )
+        if member.num_langs != len(languages):
+            raise ConfigError(
+                f"objective.one_to_k.num_langs={member.num_langs} but data.train_languages "
+                f"has {len(languages)} languages {languages}: they must agree (set "
+                f"objective.one_to_k.num_langs={len(languages)})"
+            )
+    if dcfg.train_mode == TrainMode.one_to_k and not one_to_k:
+        raise ConfigError(
+            f"data.train_mode=one_to_k yields {len(languages)} captions per image; it needs "
+            "the one_to_k objective (objective=one_to_k), or use data.train_mode="
+            "random_language for a 1-to-1 objective"
+        )
+
+
 def evaluate_multilingual(
     towers: Any, dcfg: DataConfig, ecfg: EvalConfig, device: torch.device, trim: bool,
     precision: Any = None,
 ) -> dict[str, Any] | None:
     """Cross-lingual metrics on ``data.multilingual`` (IGLUE-style ``{root}/{lang}/{split}.jsonl``
-    under ``data.root``): per-language, average and MRV. ``None`` when not configured."""
+    under ``data.root``): per-language, average, MRV and the per-instance rank spreads
+    (see :func:`mmret.engine.evaluation.evaluate_cross_lingual`). ``None`` when not
+    configured."""
     ml = dcfg.multilingual
     if not ml:
         return None
@@ -130,7 +192,7 @@ def evaluate_multilingual(
     image_features = encode_images(towers.model, images, ecfg.batch_size, device, autocast)
     return evaluate_cross_lingual(
         towers.model, towers.tokenizer, image_features, split.captions, split.text_to_image,
-        ecfg.batch_size, ecfg.chunk_size, device, trim, autocast,
+        ecfg.batch_size, ecfg.chunk_size, device, trim, autocast, ecfg.mrv_dispersion,
     )
 
 
@@ -162,12 +224,36 @@ def write_config(cfg: DictConfig, run_dir: Path) -> Path:
     return path
 
 
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def cross_lingual_name(experiment: str, setting: str) -> str:
+    """Result name of a cross-lingual evaluation, e.g. ``ccr_one_to_k (cross-lingual,
+    all-language fine-tuning)``."""
+    return f"{experiment} (cross-lingual, {setting})"
+
+
 def finalize_outputs(
     run_dir: Path, results: dict[str, dict[str, Any]], title: str, make_plots: bool
 ) -> dict[str, Path]:
-    """``metrics.json``, ``results.md`` and plots; returns the written paths by name."""
+    """``metrics.json``, ``results.md`` and plots; returns the written paths by name.
+
+    Cross-lingual results (with ``per_language``) also get ``per_language_<name>.png``
+    (recall bars), ``rank_spread_<name>.png`` (histogram of the per-instance rank spread)
+    and ``rank_spread_<name>.npz`` (the spreads themselves, which stay out of
+    ``metrics.json``).
+    """
+    import numpy as np
+
     json_path, md_path = write_results(run_dir, results, title=title)
     paths = {"metrics.json": json_path, "results.md": md_path}
+    for result_name, metrics in results.items():
+        spreads = metrics.get("rank_spread")
+        if isinstance(spreads, dict) and spreads:
+            npz = run_dir / f"rank_spread_{_slug(result_name)}.npz"
+            np.savez(npz, **{k: np.asarray(v, dtype=np.float32) for k, v in spreads.items()})
+            paths[npz.name] = npz
     if make_plots:
         loss = plot_loss(read_metrics(run_dir, "train"), run_dir / "loss.png")
         recall = plot_recall(results, run_dir / "recall.png")
@@ -175,12 +261,33 @@ def finalize_outputs(
             if path is not None:
                 paths[name] = path
         for result_name, metrics in results.items():
-            if isinstance(metrics.get("per_language"), dict):
-                slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", result_name).strip("_")
-                p = plot_per_language(metrics["per_language"], run_dir / f"per_language_{slug}.png")
+            if not isinstance(metrics.get("per_language"), dict):
+                continue
+            slug = _slug(result_name)
+            written = [
+                plot_per_language(
+                    metrics["per_language"], run_dir / f"per_language_{slug}.png", metrics
+                ),
+            ]
+            if isinstance(metrics.get("rank_spread"), dict):
+                dispersion = "var" if any(k.startswith("mrv_var") for k in metrics) else "std"
+                written.append(plot_rank_spread(
+                    metrics["rank_spread"], run_dir / f"rank_spread_{slug}.png", dispersion
+                ))
+            for p in written:
                 if p is not None:
                     paths[p.name] = p
     return paths
+
+
+def build_collate(towers: Any, dcfg: DataConfig, trim: bool) -> ImageTextCollator:
+    """The training collate: tokenises with the towers' own tokenizer (mmret's hashed word
+    tokenizer, open_clip's BPE, or a Hugging Face tokenizer) and lays out
+    ``captions_per_training_image(dcfg)`` caption rows per image."""
+    return ImageTextCollator(
+        towers.tokenizer, captions_per_training_image(dcfg), trim=trim,
+        pad_id=int(getattr(towers.tokenizer, "pad_id", 0) or 0),
+    )
 
 
 def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -207,21 +314,15 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     _barrier()
 
     seed_everything(seed)
-    towers = build_towers(cfg.model)
     objective = build_objective(cfg.objective)
+    check_objective_matches_data(objective, dcfg)
+    towers = build_towers(cfg.model)
     trim = dcfg.trim_text_padding and is_mmret_tower(cfg.model)
 
-    train_split = load_split(dcfg, dcfg.train_split, root)
-    deterministic_transform = towers.train_transform is towers.eval_transform
-    train_images = ImageStore(
-        train_split.image_paths, towers.train_transform,
-        cached=dcfg.cache_images and deterministic_transform,
+    dataset = build_train_dataset(
+        dcfg, root, towers.train_transform, towers.eval_transform, seed=seed
     )
-    dataset = ImageCaptionPairs(train_split, train_images, dcfg.captions_per_image)
-    collate = ImageTextCollator(
-        towers.tokenizer, dcfg.captions_per_image, trim=trim,
-        pad_id=int(getattr(towers.tokenizer, "pad_id", 0)),
-    )
+    collate = build_collate(towers, dcfg, trim)
 
     evaluator = None
     if is_main and tcfg.eval_every and ecfg.during_training_split:
@@ -253,9 +354,12 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             results = {name: metrics}
             cross = evaluate_multilingual(towers, dcfg, ecfg, device, trim, tcfg.precision)
             if cross is not None:
-                flat = {k: v for k, v in cross.items() if k != "per_language"}
+                flat = {k: v for k, v in cross.items() if isinstance(v, (int, float))}
                 logger.log(flat, trainer.step, kind="final_cross_lingual")
-                results[f"{cfg.get('experiment_name', 'run')} (cross-lingual)"] = cross
+                setting = cross_lingual_setting(dcfg, ecfg, list(cross["languages"]))
+                cross["setting"] = setting
+                experiment = str(cfg.get("experiment_name", "run"))
+                results[cross_lingual_name(experiment, setting)] = cross
             paths = finalize_outputs(run_dir, results, f"{name}: step {trainer.step}", lcfg.plots)
         _barrier()
     finally:

@@ -6,7 +6,7 @@ on the inputs' device.
 """
 
 from mmret.metrics.cirr import cirr_metrics, cirr_ranks, write_cirr_submission
-from mmret.metrics.cross_lingual import cross_lingual_retrieval, mean_rank_variance
+from mmret.metrics.cross_lingual import cross_lingual_retrieval, mean_rank_variance, rank_spread
 from mmret.metrics.fashioniq import (
     FASHIONIQ_CATEGORIES,
     FASHIONIQ_PROTOCOL,
@@ -44,6 +44,7 @@ __all__ = [
     "mean_rank",
     "mean_rank_variance",
     "median_rank",
+    "rank_spread",
     "recall_at_k",
     "write_cirr_submission",
 ]
