@@ -42,9 +42,14 @@ def test_parameter_groups_exclude_norms_biases_positions_and_temperatures():
                  "model.text.pos_embed", "objective.temperature.log_scale",
                  "model.visual.norm.weight", "model.visual.norm.bias"):
         assert name in no_decay["names"], name
-    for name in ("model.visual.proj.weight", "model.text.token_embed.weight",
-                 "model.visual.patch_embed.weight"):
+    for name in ("model.visual.proj.weight", "model.text.token_embed.weight"):
         assert name in decay["names"], name
+    # the stem's conv kernels decay, its GroupNorm scales and biases do not
+    stem = {n: p for n, p in model.named_parameters() if n.startswith("visual.patch_embed.")}
+    assert stem
+    for name, param in stem.items():
+        group = decay if param.ndim >= 2 else no_decay
+        assert f"model.{name}" in group["names"], name
     # every trainable parameter exactly once
     total = sum(len(g["params"]) for g in groups)
     assert total == len(list(model.parameters())) + len(list(objective.parameters()))

@@ -103,6 +103,17 @@ def summary_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def protocol(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     first = next(iter(runs.values()))[0]
     cfg = first["config"]
@@ -114,8 +125,8 @@ def protocol(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     threads = trainer.get("num_threads") or "torch default"
     overrides = {k: v for k, v in model.items() if k in ("vision", "text")}
     return [
-        f"- Machine: {platform.machine()} CPU, {os.cpu_count()} cores "
-        f"(`{platform.processor() or platform.platform()}`), torch {torch.__version__}, "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} cores ({platform.system()} "
+        f"{platform.machine()}), Python {platform.python_version()}, torch {torch.__version__}, "
         f"{threads} torch threads, no GPU; the cores were shared with other jobs at times, "
         "so wall times are indicative.",
         f"- Model: `{model['name']}` from scratch with overrides `{overrides}`; "
