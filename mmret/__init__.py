@@ -6,7 +6,7 @@
 """
 
 from mmret.objectives import Objective, create_objective, list_objectives, register_objective
-from mmret.towers import Towers, TowerLoadError, create_towers, list_tower_configs
+from mmret.towers import TowerLoadError, Towers, create_towers, list_tower_configs
 
 __version__ = "0.1.0"
 

@@ -26,3 +26,22 @@ def test_demo_pipeline_small(tmp_path, capsys, monkeypatch):
     assert set(saved) == set(results)
     assert "untrained mmret-tiny" in printed and "| mmret-tiny + clip (trained) |" in printed
     assert str(run / "results.md") in printed
+
+
+def test_cross_lingual_demo_prints_per_language_recall_and_mrv(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = demo.main([
+        "experiment=demo_ccr", "data.root=data/shapes_small", "data.generate.num_images=40",
+        "paths.output_root=out", "trainer.max_steps=2", "trainer.batch_size=4",
+        "trainer.warmup_steps=1", "logger.progress_bar=false",
+    ])
+    printed = capsys.readouterr().out
+    names = list(results)
+    assert names[:2] == ["mmret-tiny untrained", "mmret-tiny + one_to_k (trained)"]
+    cross = results[names[2]]
+    assert "all-language fine-tuning" in names[2]
+    assert list(cross["per_language"]) == ["en", "de", "fr", "cs", "zh", "ja"]
+    assert "mrv_std_image_to_text" in cross and "mrv_std_text_to_image" in cross
+    assert "| zh |" in printed and "MRV (std)" in printed
+    run = next((tmp_path / "out" / "demo_ccr").iterdir())
+    assert any(p.name.startswith("rank_spread_") and p.suffix == ".png" for p in run.iterdir())

@@ -1,4 +1,7 @@
+"""Regenerate notebooks/quickstart.ipynb from the cells below (run from the repository root)."""
+
 import json
+
 cells = []
 def md(s): cells.append({"cell_type": "markdown", "metadata": {}, "source": s.strip("\n").splitlines(True)})
 def code(s): cells.append({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s.strip("\n").splitlines(True)})
