@@ -59,7 +59,7 @@ __all__ = [
 
 #: Query rows per chunk: 1024 × 25,000 captions = 102 MB of scores (COCO 5K), 1 GB at
 #: 250,000 captions. Larger chunks mean fewer, larger kernels (less per-call overhead).
-DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_CHUNK_SIZE = 256
 
 #: Image rows per block of the gold-score pre-pass of :func:`image_text_ranks`.
 _PREPASS_ROWS = 128

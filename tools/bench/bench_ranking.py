@@ -356,8 +356,8 @@ def main() -> None:
         f"{results['per_row']['measured_queries'][1]} caption queries and extrapolates "
         "linearly to all queries. `full_matrix` reports recall only (as CLIP_benchmark). "
         "Each method runs in a fresh process; the fastest of "
-        f"{args.repeat} round(s) is kept. The 2 CPU cores were shared with other jobs, "
-        "so absolute times vary by tens of percent between runs (load average in the JSON)."
+        f"{args.repeat} round(s) is kept. Absolute times vary by tens of percent between "
+        "runs on small shared machines (the load average is recorded in the JSON)."
     )
     report = {
         "scale": args.scale,
