@@ -342,17 +342,6 @@ class OneToKDataset(_EpochSeeded):
     With ``tokenizer`` the item also has ``"text"``: LongTensor[K, L].
     """
 
-    def __init__(
-        self,
-        msplit: MultilingualSplit,
-        langs: Sequence[str],
-        transform: ImageTransform | None = None,
-        seed: int = 0,
-        tokenizer: Tokenizer | None = None,
-        images: Any = None,
-    ) -> None:
-        super().__init__(msplit, langs, transform, seed, tokenizer, images)
-
     def __getitem__(self, key: Key) -> dict[str, Any]:
         index, sample_seed = self._split_key(key)
         image_index = self.image_indices[index]
@@ -389,17 +378,6 @@ class RandomLanguageDataset(_EpochSeeded):
     Item = ``{"image", "caption": str, "lang": str, "image_id": int}`` (+ ``"text"``:
     LongTensor[L] with ``tokenizer``).
     """
-
-    def __init__(
-        self,
-        msplit: MultilingualSplit,
-        langs: Sequence[str],
-        transform: ImageTransform | None = None,
-        seed: int = 0,
-        tokenizer: Tokenizer | None = None,
-        images: Any = None,
-    ) -> None:
-        super().__init__(msplit, langs, transform, seed, tokenizer, images)
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
         index, sample_seed = self._split_key(key)

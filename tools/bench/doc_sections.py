@@ -11,10 +11,13 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
 
-def write_section(name: str, body: str, doc: Path = DOC) -> None:
-    start, end = f"<!-- bench:{name} -->", f"<!-- end bench:{name} -->"
+def write_section(
+    name: str, body: str, doc: Path = DOC, tag: str = "bench", title: str = "# Benchmarks"
+) -> None:
+    """Replace (or append) the ``<!-- TAG:NAME -->`` section of ``doc``; written atomically."""
+    start, end = f"<!-- {tag}:{name} -->", f"<!-- end {tag}:{name} -->"
     block = f"{start}\n{body.rstrip()}\n{end}\n"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    text = doc.read_text() if doc.exists() else f"{title}\n"
     if start in text and end in text:
         head, rest = text.split(start, 1)
         text = head + block + rest.split(end, 1)[1].lstrip("\n")

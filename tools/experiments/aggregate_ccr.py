@@ -17,11 +17,15 @@ import json
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from doc_sections import write_section  # noqa: E402  (tools/bench/doc_sections.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("ccr_one_to_k", "ccr_one_to_one", "ccr_english_only")
@@ -177,21 +181,6 @@ def render(runs: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(body)
 
 
-def write_section(doc: Path, body: str) -> None:
-    start, end = f"<!-- results:{SECTION} -->", f"<!-- end results:{SECTION} -->"
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    text = doc.read_text() if doc.exists() else "# Results\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(doc)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "ccr")
@@ -199,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     runs = collect(args.runs.resolve())
     body = render(runs)
-    write_section(args.doc, body)
+    write_section(SECTION, body, doc=args.doc, tag="results", title="# Results")
     print(body)
     print(f"wrote {args.doc}")
 
