@@ -279,9 +279,9 @@ class _EpochSeeded(Dataset):
         self,
         msplit: MultilingualSplit,
         langs: Sequence[str],
-        transform: ImageTransform | None,
-        seed: int,
-        tokenizer: Tokenizer | None,
+        transform: ImageTransform | None = None,
+        seed: int = 0,
+        tokenizer: Tokenizer | None = None,
         images: Any = None,
     ) -> None:
         self.msplit = msplit
