@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from mmret.data.synthetic.plans import CaptionPlan
+from mmret.data.synthetic.plans import CaptionPlan, Mention
 from mmret.data.synthetic.scene import Edit
 
 
@@ -26,6 +26,37 @@ class Language(ABC):
 
     @abstractmethod
     def edit(self, edit: Edit, variant: int) -> str: ...
+
+
+class TemplatedLanguage(Language):
+    """A language whose captions fill one template per caption kind.
+
+    ``body`` = the mentions (``mention_phrase`` + the position phrase when the plan places
+    the object) joined with ``conjunction``; templates use ``{body}``, ``{Body}`` (first
+    letter upper-cased) and ``{count}`` (``count_words`` of the number of mentions).
+    """
+
+    conjunction: ClassVar[str]
+    templates: ClassVar[dict[str, str]]
+    count_words: ClassVar[dict[int, str]]
+    positions: ClassVar[dict[Any, str]]
+
+    @abstractmethod
+    def mention_phrase(self, m: Mention) -> str:
+        """The indefinite noun phrase naming ``m.obj`` (with its size when ``m.size``)."""
+
+    def caption(self, plan: CaptionPlan) -> str:
+        template = self.templates.get(plan.kind)
+        if template is None:
+            raise ValueError(f"unknown caption kind {plan.kind!r}")
+        mentions = [
+            f"{self.mention_phrase(m)} {self.positions[m.obj.cell]}" if m.pos
+            else self.mention_phrase(m)
+            for m in plan.mentions
+        ]
+        body = join_with(mentions, self.conjunction)
+        count = self.count_words[len(plan.mentions)] if "{count}" in template else ""
+        return template.format(body=body, Body=capitalize_first(body), count=count)
 
 
 def capitalize_first(text: str) -> str:

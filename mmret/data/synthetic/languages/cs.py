@@ -9,8 +9,8 @@ that no other case is needed.
 
 from __future__ import annotations
 
-from mmret.data.synthetic.languages.base import Language, capitalize_first, check_variant, join_with
-from mmret.data.synthetic.plans import CaptionPlan, Mention
+from mmret.data.synthetic.languages.base import TemplatedLanguage, capitalize_first, check_variant
+from mmret.data.synthetic.plans import Mention
 from mmret.data.synthetic.scene import Edit, Obj
 
 NOUN = {  # (gender, nominative, accusative, instrumental)
@@ -48,24 +48,16 @@ def noun_phrase(obj: Obj, size: bool, case: str) -> str:
     return " ".join([*(s + ending for s in stems), forms[k]])
 
 
-class Czech(Language):
+class Czech(TemplatedLanguage):
     code = "cs"
 
-    def _mention(self, m: Mention) -> str:
-        text = noun_phrase(m.obj, m.size, "nom")
-        return f"{text} {POSITION[m.obj.cell]}" if m.pos else text
+    conjunction = " a "
+    templates = {"list": "{Body}.", "there_is": "Na obrázku je {body}.", "image_with": "Obrázek, na kterém je {body}.", "count": "{count}: {body}."}
+    count_words = COUNT
+    positions = POSITION
 
-    def caption(self, plan: CaptionPlan) -> str:
-        body = join_with([self._mention(m) for m in plan.mentions], " a ")
-        if plan.kind == "list":
-            return capitalize_first(body) + "."
-        if plan.kind == "there_is":
-            return f"Na obrázku je {body}."
-        if plan.kind == "image_with":
-            return f"Obrázek, na kterém je {body}."
-        if plan.kind == "count":
-            return f"{COUNT[len(plan.mentions)]}: {body}."
-        raise ValueError(f"unknown caption kind {plan.kind!r}")
+    def mention_phrase(self, m: Mention) -> str:
+        return noun_phrase(m.obj, m.size, "nom")
 
     def edit(self, edit: Edit, variant: int) -> str:
         check_variant(variant)

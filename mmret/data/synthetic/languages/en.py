@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mmret.data.synthetic.languages.base import Language, capitalize_first, check_variant, join_with
-from mmret.data.synthetic.plans import CaptionPlan, Mention
+from mmret.data.synthetic.languages.base import TemplatedLanguage, check_variant
+from mmret.data.synthetic.plans import Mention
 from mmret.data.synthetic.scene import Edit, Obj
 
 POSITION = (
@@ -28,24 +28,16 @@ def noun_phrase(obj: Obj, size: bool, definite: bool) -> str:
     return " ".join([article, *words])
 
 
-class English(Language):
+class English(TemplatedLanguage):
     code = "en"
 
-    def _mention(self, m: Mention) -> str:
-        text = noun_phrase(m.obj, m.size, definite=False)
-        return f"{text} {POSITION[m.obj.cell]}" if m.pos else text
+    conjunction = " and "
+    templates = {"list": "{Body}.", "there_is": "There is {body}.", "image_with": "An image with {body}.", "count": "{count}: {body}."}
+    count_words = COUNT
+    positions = POSITION
 
-    def caption(self, plan: CaptionPlan) -> str:
-        body = join_with([self._mention(m) for m in plan.mentions], " and ")
-        if plan.kind == "list":
-            return capitalize_first(body) + "."
-        if plan.kind == "there_is":
-            return f"There is {body}."
-        if plan.kind == "image_with":
-            return f"An image with {body}."
-        if plan.kind == "count":
-            return f"{COUNT[len(plan.mentions)]}: {body}."
-        raise ValueError(f"unknown caption kind {plan.kind!r}")
+    def mention_phrase(self, m: Mention) -> str:
+        return noun_phrase(m.obj, m.size, definite=False)
 
     def edit(self, edit: Edit, variant: int) -> str:
         check_variant(variant)

@@ -8,8 +8,8 @@ the colour follows it ("une étoile rouge"); the definite article elides before 
 
 from __future__ import annotations
 
-from mmret.data.synthetic.languages.base import Language, capitalize_first, check_variant, join_with
-from mmret.data.synthetic.plans import CaptionPlan, Mention
+from mmret.data.synthetic.languages.base import TemplatedLanguage, check_variant
+from mmret.data.synthetic.plans import Mention
 from mmret.data.synthetic.scene import Edit, Obj
 
 NOUN = {
@@ -42,24 +42,16 @@ def noun_phrase(obj: Obj, size: bool, definite: bool) -> str:
     return " ".join([("le", "la")[g], *words])
 
 
-class French(Language):
+class French(TemplatedLanguage):
     code = "fr"
 
-    def _mention(self, m: Mention) -> str:
-        text = noun_phrase(m.obj, m.size, definite=False)
-        return f"{text} {POSITION[m.obj.cell]}" if m.pos else text
+    conjunction = " et "
+    templates = {"list": "{Body}.", "there_is": "Il y a {body}.", "image_with": "Une image avec {body}.", "count": "{count} : {body}."}
+    count_words = COUNT
+    positions = POSITION
 
-    def caption(self, plan: CaptionPlan) -> str:
-        body = join_with([self._mention(m) for m in plan.mentions], " et ")
-        if plan.kind == "list":
-            return capitalize_first(body) + "."
-        if plan.kind == "there_is":
-            return f"Il y a {body}."
-        if plan.kind == "image_with":
-            return f"Une image avec {body}."
-        if plan.kind == "count":
-            return f"{COUNT[len(plan.mentions)]} : {body}."
-        raise ValueError(f"unknown caption kind {plan.kind!r}")
+    def mention_phrase(self, m: Mention) -> str:
+        return noun_phrase(m.obj, m.size, definite=False)
 
     def edit(self, edit: Edit, variant: int) -> str:
         check_variant(variant)
