@@ -50,7 +50,8 @@ class TemplatedLanguage(Language):
         if template is None:
             raise ValueError(f"unknown caption kind {plan.kind!r}")
         mentions = [
-            f"{self.mention_phrase(m)} {self.positions[m.obj.cell]}" if m.pos
+            f"{self.mention_phrase(m)} {self.positions[m.obj.cell]}"
+            if m.pos
             else self.mention_phrase(m)
             for m in plan.mentions
         ]

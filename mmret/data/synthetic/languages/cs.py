@@ -52,7 +52,12 @@ class Czech(TemplatedLanguage):
     code = "cs"
 
     conjunction = " a "
-    templates = {"list": "{Body}.", "there_is": "Na obrázku je {body}.", "image_with": "Obrázek, na kterém je {body}.", "count": "{count}: {body}."}
+    templates = {
+        "list": "{Body}.",
+        "there_is": "Na obrázku je {body}.",
+        "image_with": "Obrázek, na kterém je {body}.",
+        "count": "{count}: {body}.",
+    }
     count_words = COUNT
     positions = POSITION
 

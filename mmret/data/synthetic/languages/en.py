@@ -32,7 +32,12 @@ class English(TemplatedLanguage):
     code = "en"
 
     conjunction = " and "
-    templates = {"list": "{Body}.", "there_is": "There is {body}.", "image_with": "An image with {body}.", "count": "{count}: {body}."}
+    templates = {
+        "list": "{Body}.",
+        "there_is": "There is {body}.",
+        "image_with": "An image with {body}.",
+        "count": "{count}: {body}.",
+    }
     count_words = COUNT
     positions = POSITION
 

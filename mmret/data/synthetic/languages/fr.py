@@ -46,7 +46,12 @@ class French(TemplatedLanguage):
     code = "fr"
 
     conjunction = " et "
-    templates = {"list": "{Body}.", "there_is": "Il y a {body}.", "image_with": "Une image avec {body}.", "count": "{count} : {body}."}
+    templates = {
+        "list": "{Body}.",
+        "there_is": "Il y a {body}.",
+        "image_with": "Une image avec {body}.",
+        "count": "{count} : {body}.",
+    }
     count_words = COUNT
     positions = POSITION
 
