@@ -66,10 +66,10 @@ def seconds_per_step(cfg, repeats: int = 3) -> float:
 
 
 def captions_per_image(cfg) -> int:
-    """Captions encoded per image and step: K for 1-to-K training, else 1."""
-    if str(cfg.data.get("train_mode", "pairs")) == "one_to_k":
-        return len(cfg.data.train_languages)
-    return 1
+    """Caption rows encoded per image and step (K for 1-to-K training)."""
+    from mmret.engine.config import captions_per_training_image, data_config
+
+    return captions_per_training_image(data_config(cfg.data))
 
 
 def objective_label(cfg) -> str:
@@ -122,7 +122,7 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     seed_everything(int(cfg.seed))
     untrained = build_towers(cfg.model)
     test = prepare_eval_data(dcfg, ecfg.split, untrained.eval_transform)
-    before = evaluate_towers(untrained, test, ecfg, torch.device("cpu"), dcfg.trim_text_padding)
+    before = evaluate_towers(untrained, test, ecfg, torch.device("cpu"))
     print(
         f"[demo] untrained mmret-tiny on {len(test.split.image_paths)} test images / "
         f"{len(test.split.captions)} captions: "

@@ -40,7 +40,6 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
         evaluate_towers,
         finalize_outputs,
         init_distributed,
-        is_mmret_tower,
         prepare_eval_data,
     )
 
@@ -54,7 +53,6 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     train_data = None  # the checkpoint's training data, for the cross-lingual setting
     if towers is not None:
         name = cfg.get("name") or "model"
-        model_cfg = cfg.model
     elif checkpoint:
         path = absolute_path(str(checkpoint))
         towers = load_model_for_inference(path, device)
@@ -63,21 +61,18 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
         from mmret.engine.checkpoint import find_run_dir
 
         run_cfg = OmegaConf.load(find_run_dir(path) / "config.yaml")
-        model_cfg = run_cfg.model
         train_data = data_config(run_cfg.data) if "data" in run_cfg else None
         name = cfg.get("name") or Path(path).name
     else:
         towers = build_towers(cfg.model)
-        model_cfg = cfg.model
         pretrained = cfg.model.get("pretrained")
         name = cfg.get("name") or f"{cfg.model.name}" + (f" ({pretrained})" if pretrained else "")
     towers.model.to(device).eval()
     ensure_dataset(dcfg, Path(absolute_path(dcfg.root)))
     data = prepare_eval_data(dcfg, ecfg.split, towers.eval_transform)
-    trim = dcfg.trim_text_padding and is_mmret_tower(model_cfg)
-    metrics = evaluate_towers(towers, data, ecfg, device, trim)
+    metrics = evaluate_towers(towers, data, ecfg, device)
     results: dict[str, Any] = {f"{name} ({dcfg.name} {ecfg.split})": metrics}
-    cross = evaluate_multilingual(towers, dcfg, ecfg, device, trim)
+    cross = evaluate_multilingual(towers, dcfg, ecfg, device)
     if cross is not None:
         cross["setting"] = cross_lingual_setting(train_data, ecfg, list(cross["languages"]))
         results[cross_lingual_name(str(name), cross["setting"])] = cross

@@ -115,7 +115,7 @@ def test_one_to_k_batches_have_image_major_layout_and_mask(toy):
     k = captions_per_training_image(cfg)
     assert k == 3
     tokenizer = HashTokenizer(vocab_size=512, context_length=8)
-    collate = ImageTextCollator(tokenizer, k, trim=False)
+    collate = ImageTextCollator(tokenizer, k)
     seen_images = set()
     for epoch in range(3):
         for items in _batches(dataset, 3, seed=1, epoch=epoch):
@@ -153,7 +153,7 @@ def test_one_to_k_batch_trains_with_the_one_to_k_objective(toy):
         vision={"image_size": 8, "patch_size": 4, "width": 16, "depth": 1, "heads": 2},
         text={"width": 16, "depth": 1, "heads": 2, "vocab_size": 256, "context_length": 8},
     )
-    collate = ImageTextCollator(towers.tokenizer, captions_per_training_image(cfg), trim=True)
+    collate = ImageTextCollator(towers.tokenizer, captions_per_training_image(cfg))
     batch = collate(_batches(dataset, 6, seed=0, epoch=0)[0])
     outputs = towers.model(image=batch["image"], text=batch["text"])
     objective = mmret.create_objective("one_to_k", num_langs=3)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import mmret
-from mmret.data.collate import ImageTextCollator, trim_padding
+from mmret.data.collate import ImageTextCollator
 from mmret.engine.config import TrainerConfig
 from mmret.engine.optim import build_scheduler, parameter_groups, warmup_cosine_factor
 from mmret.engine.sampler import ResumableBatchSampler
@@ -153,15 +153,15 @@ def test_collate_k_captions_image_major_with_mask():
          "langs": ["en", "de"]}
         for i, caps in enumerate([["ab", "cd"], ["e", None], ["fgh", "i"]])
     ]
-    batch = ImageTextCollator(_CharTokenizer(), captions_per_image=2, trim=True)(samples)
+    batch = ImageTextCollator(_CharTokenizer(), captions_per_image=2)(samples)
     assert batch["image"].shape == (3, 3, 2, 2)
     assert batch["image_ids"].tolist() == [10, 11, 12]
-    assert batch["text"].shape == (6, 3)  # trimmed to the longest caption ("fgh")
+    assert batch["text"].shape == (6, 8)
     assert batch["text_mask"].tolist() == [True, True, True, False, True, True]
     tok = _CharTokenizer()
     # row K*i + k is caption k of image i
-    assert batch["text"][4].tolist() == tok(["fgh"])[0, :3].tolist()
-    assert batch["text"][3].tolist() == [0, 0, 0]
+    assert batch["text"][4].tolist() == tok(["fgh"])[0].tolist()
+    assert batch["text"][3].tolist() == [0] * 8  # the missing caption: all padding
     assert batch["langs"] == [["en", "de"]] * 3
 
 
@@ -173,12 +173,6 @@ def test_collate_single_caption_and_errors():
         ImageTextCollator(_CharTokenizer(), 2)([{**samples[0], "caption": ["a"]}])
     with pytest.raises(TypeError, match="must be a list of 2 captions"):
         ImageTextCollator(_CharTokenizer(), 2)(samples)
-
-
-def test_trim_padding_keeps_used_columns():
-    tokens = torch.tensor([[1, 2, 0, 0], [1, 0, 0, 0]])
-    assert trim_padding(tokens).tolist() == [[1, 2], [1, 0]]
-    assert trim_padding(torch.zeros(2, 3, dtype=torch.long)).shape == (2, 1)
 
 
 # ----------------------------------------------------------------------------- trainer loop
@@ -226,7 +220,7 @@ def _trainer(tmp_path, **overrides) -> tuple[Trainer, object]:
     cfg = TrainerConfig(**{"max_steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1,
                            "num_workers": 0, "log_every": 1, "precision": "fp32",
                            "device": "cpu", **overrides})
-    collate = ImageTextCollator(towers.tokenizer, trim=True)
+    collate = ImageTextCollator(towers.tokenizer)
     return Trainer(towers.model, _CountingClip(), _PairDataset(), collate, cfg, tmp_path), towers
 
 
@@ -299,7 +293,7 @@ class _TwoCaptionDataset(_PairDataset):
 def test_trainer_runs_k_captions_per_image_with_text_mask(tmp_path):
     towers = _tiny_towers()
     cfg = TrainerConfig(max_steps=2, batch_size=4, num_workers=0, log_every=1, device="cpu")
-    collate = ImageTextCollator(towers.tokenizer, captions_per_image=2, trim=True)
+    collate = ImageTextCollator(towers.tokenizer, captions_per_image=2)
     seen = {}
 
     class Spy(Objective):

@@ -178,7 +178,7 @@ def test_training_collate_uses_the_towers_tokenizer(
     towers = Towers(None, tiny_towers.eval_transform, tiny_towers.eval_transform, tokenizer)
     dcfg = DataConfig(root=str(synthetic), train_mode=TrainMode.one_to_k, train_languages=LANGS)
     dataset = build_train_dataset(dcfg, synthetic, towers.train_transform, towers.eval_transform)
-    collate = build_collate(towers, dcfg, trim=False)
+    collate = build_collate(towers, dcfg)
     assert collate.tokenizer is tokenizer and collate.k == len(LANGS)
     items = [dataset[(i, 100 + i)] for i in range(3)]
     batch = collate(items)

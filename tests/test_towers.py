@@ -67,6 +67,47 @@ def test_padding_does_not_change_text_features(tiny) -> None:
     assert torch.allclose(model.encode_text(short), model.encode_text(long), atol=1e-5)
 
 
+def _untrimmed_text_forward(text, tokens: torch.Tensor) -> torch.Tensor:
+    """The plain masked forward over all B × L positions (no trimming, no buckets)."""
+    padding = tokens == text.pad_id
+    x = text.token_embed(tokens) + text.pos_embed[:, : tokens.shape[1]]
+    x = text.encoder(x, src_key_padding_mask=padding)
+    keep = (~padding).unsqueeze(-1).to(x.dtype)
+    return text.proj(text.norm((x * keep).sum(1) / keep.sum(1).clamp_min(1.0)))
+
+
+@pytest.mark.parametrize("bucket", [0, 1, 5, 64])
+def test_length_buckets_equal_the_untrimmed_forward_and_gradient(bucket) -> None:
+    from mmret.towers.tiny import TinyTextTransformer
+
+    torch.manual_seed(1)
+    text = TinyTextTransformer(16, vocab_size=100, context_length=24, width=32, depth=2,
+                               heads=4, length_bucket=bucket).double()
+    lengths = torch.randint(1, 25, (23,))
+    lengths[3] = 24
+    tokens = torch.randint(1, 100, (23, 24))
+    tokens[torch.arange(24) >= lengths[:, None]] = 0
+    tokens[5, 2] = 0  # an inner padding id: masked, and must not end the row early
+    weights = torch.randn(23, 16, dtype=torch.double)
+
+    got = text(tokens)
+    (got * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in text.named_parameters()}
+    text.zero_grad()
+    want = _untrimmed_text_forward(text, tokens)
+    (want * weights).sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for name, param in text.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_length_bucket_must_not_be_negative() -> None:
+    from mmret.towers.tiny import TinyTextTransformer
+
+    with pytest.raises(ValueError, match="length_bucket"):
+        TinyTextTransformer(16, length_bucket=-1)
+
+
 def test_hash_tokenizer_splits_cjk_and_is_deterministic() -> None:
     tok = HashTokenizer(1000, 12)
     assert tok.tokenize("红色圆形") == ["红", "色", "圆", "形"]

@@ -20,13 +20,6 @@ import torch
 Sample = dict[str, Any]
 
 
-def trim_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Drop trailing columns that are padding in every row (keeps at least one column)."""
-    used = (tokens != pad_id).any(dim=0).nonzero()
-    length = int(used.max()) + 1 if used.numel() else 1
-    return tokens[:, :length]
-
-
 class ImageTextCollator:
     """Picklable collate function (DataLoader workers) tokenizing captions in the worker.
 
@@ -34,8 +27,6 @@ class ImageTextCollator:
         tokenizer: ``list[str] -> LongTensor[n, L]``.
         captions_per_image: K; each sample's ``caption`` must then be a list of K entries
             (strings or ``None``). With K = 1 a plain string is expected.
-        trim: drop all-padding token columns (only for towers that accept shorter inputs,
-            such as mmret's own tiny text transformer).
         pad_id: the tokenizer's padding id.
     """
 
@@ -43,14 +34,12 @@ class ImageTextCollator:
         self,
         tokenizer: Callable[[list[str]], torch.Tensor],
         captions_per_image: int = 1,
-        trim: bool = False,
         pad_id: int = 0,
     ) -> None:
         if captions_per_image < 1:
             raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
         self.tokenizer = tokenizer
         self.k = captions_per_image
-        self.trim = trim
         self.pad_id = pad_id
 
     def _captions(self, samples: Sequence[Sample]) -> tuple[list[str | None], bool]:
@@ -88,8 +77,6 @@ class ImageTextCollator:
         else:
             tokens = tokens_present
             mask = torch.ones(len(rows), dtype=torch.bool)
-        if self.trim:
-            tokens = trim_padding(tokens, self.pad_id)
         image_ids = torch.tensor([int(s["image_id"]) for s in samples], dtype=torch.long)
         batch: dict[str, Any] = {
             "image": torch.stack([s["image"] for s in samples]),

@@ -138,7 +138,6 @@ class DataConfig:
             ``text`` are image-major: image i's at K·i … K·i+K−1); 1 = one caption.
         cache_images: decode and transform every image once into an in-memory tensor
             (only valid with a deterministic training transform).
-        trim_text_padding: drop all-padding token columns of each batch (mmret towers only).
         multilingual: optional IGLUE-style cross-lingual eval set: ``{root, languages,
             split}``; evaluated with ``mmret.metrics.cross_lingual_retrieval``.
         train_mode: ``pairs`` | ``one_to_k`` | ``random_language`` (see :class:`TrainMode`).
@@ -160,7 +159,6 @@ class DataConfig:
     generate: dict[str, Any] = field(default_factory=dict)
     captions_per_image: int = 1
     cache_images: bool = True
-    trim_text_padding: bool = True
     max_train_images: int | None = None
     max_eval_images: int | None = None
     multilingual: dict[str, Any] | None = None

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmret.data.collate import trim_padding
 from mmret.engine.data import ImageStore, Split
 
 
@@ -53,7 +52,6 @@ def encode_texts(
     captions: Sequence[str],
     batch_size: int = 256,
     device: torch.device | str = "cpu",
-    trim: bool = False,
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> torch.Tensor:
     """``FloatTensor[M, D]``: L2-normalised caption embeddings, ``batch_size`` at a time."""
@@ -61,8 +59,6 @@ def encode_texts(
     out = []
     for start in range(0, len(captions), batch_size):
         tokens = tokenizer(list(captions[start : start + batch_size]))
-        if trim:
-            tokens = trim_padding(tokens)
         with autocast or contextlib.nullcontext():
             features = model.encode_text(tokens.to(device))
         out.append(F.normalize(features.float(), dim=-1).cpu())
@@ -92,7 +88,6 @@ def evaluate_split(
     batch_size: int = 256,
     chunk_size: int = 1024,
     device: torch.device | str = "cpu",
-    trim: bool = False,
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> dict[str, float]:
     """Encode ``split`` with ``model`` (switched to eval mode and back) and rank exactly."""
@@ -102,7 +97,7 @@ def evaluate_split(
     try:
         image_features = encode_images(model, images, batch_size, device, autocast)
         text_features = encode_texts(
-            model, tokenizer, split.captions, batch_size, device, trim, autocast
+            model, tokenizer, split.captions, batch_size, device, autocast
         )
     finally:
         model.train(was_training)
@@ -118,7 +113,6 @@ def evaluate_cross_lingual(
     batch_size: int = 256,
     chunk_size: int = 1024,
     device: torch.device | str = "cpu",
-    trim: bool = False,
     autocast: contextlib.AbstractContextManager | None = None,
     dispersion: str = "std",
 ) -> dict[str, object]:
@@ -143,7 +137,7 @@ def evaluate_cross_lingual(
     try:
         per_lang = {
             lang: (
-                encode_texts(model, tokenizer, caps, batch_size, device, trim, autocast),
+                encode_texts(model, tokenizer, caps, batch_size, device, autocast),
                 torch.as_tensor(list(text_to_image[lang]), dtype=torch.long),
             )
             for lang, caps in captions.items()

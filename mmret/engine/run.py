@@ -70,12 +70,6 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def is_mmret_tower(model_cfg: Any) -> bool:
-    from mmret.towers import list_tower_configs
-
-    return str(model_cfg.get("name", "")) in list_tower_configs()
-
-
 @dataclass
 class EvalData:
     """A split with its image store, ready for :func:`evaluate_split`."""
@@ -95,7 +89,6 @@ def evaluate_towers(
     data: EvalData,
     ecfg: EvalConfig,
     device: torch.device,
-    trim: bool,
     precision: Any = None,
 ) -> dict[str, float]:
     """Retrieval metrics of ``towers.model`` on ``data``."""
@@ -104,7 +97,7 @@ def evaluate_towers(
     autocast = autocast_context(device, precision or Precision.fp32)
     return evaluate_split(
         towers.model, towers.tokenizer, data.split, data.images, ecfg.batch_size,
-        ecfg.chunk_size, device, trim, autocast,
+        ecfg.chunk_size, device, autocast,
     )
 
 
@@ -161,7 +154,7 @@ def check_objective_matches_data(objective: torch.nn.Module, dcfg: DataConfig) -
 
 
 def evaluate_multilingual(
-    towers: Any, dcfg: DataConfig, ecfg: EvalConfig, device: torch.device, trim: bool,
+    towers: Any, dcfg: DataConfig, ecfg: EvalConfig, device: torch.device,
     precision: Any = None,
 ) -> dict[str, Any] | None:
     """Cross-lingual metrics on ``data.multilingual`` (IGLUE-style ``{root}/{lang}/{split}.jsonl``
@@ -192,7 +185,7 @@ def evaluate_multilingual(
     image_features = encode_images(towers.model, images, ecfg.batch_size, device, autocast)
     return evaluate_cross_lingual(
         towers.model, towers.tokenizer, image_features, split.captions, split.text_to_image,
-        ecfg.batch_size, ecfg.chunk_size, device, trim, autocast, ecfg.mrv_dispersion,
+        ecfg.batch_size, ecfg.chunk_size, device, autocast, ecfg.mrv_dispersion,
     )
 
 
@@ -280,12 +273,12 @@ def finalize_outputs(
     return paths
 
 
-def build_collate(towers: Any, dcfg: DataConfig, trim: bool) -> ImageTextCollator:
+def build_collate(towers: Any, dcfg: DataConfig) -> ImageTextCollator:
     """The training collate: tokenises with the towers' own tokenizer (mmret's hashed word
     tokenizer, open_clip's BPE, or a Hugging Face tokenizer) and lays out
     ``captions_per_training_image(dcfg)`` caption rows per image."""
     return ImageTextCollator(
-        towers.tokenizer, captions_per_training_image(dcfg), trim=trim,
+        towers.tokenizer, captions_per_training_image(dcfg),
         pad_id=int(getattr(towers.tokenizer, "pad_id", 0) or 0),
     )
 
@@ -317,12 +310,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     objective = build_objective(cfg.objective)
     check_objective_matches_data(objective, dcfg)
     towers = build_towers(cfg.model)
-    trim = dcfg.trim_text_padding and is_mmret_tower(cfg.model)
 
     dataset = build_train_dataset(
         dcfg, root, towers.train_transform, towers.eval_transform, seed=seed
     )
-    collate = build_collate(towers, dcfg, trim)
+    collate = build_collate(towers, dcfg)
 
     evaluator = None
     if is_main and tcfg.eval_every and ecfg.during_training_split:
@@ -331,7 +323,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         def evaluator(model: torch.nn.Module) -> dict[str, float]:
             return evaluate_split(
                 model, towers.tokenizer, during.split, during.images, ecfg.batch_size,
-                ecfg.chunk_size, device, trim, autocast_context(device, tcfg.precision),
+                ecfg.chunk_size, device, autocast_context(device, tcfg.precision),
             )
 
     resume_from = resolve_resume(cfg.get("resume", False), run_dir)
@@ -348,11 +340,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         paths: dict[str, Path] = {}
         if is_main:
             test = prepare_eval_data(dcfg, ecfg.split, towers.eval_transform)
-            metrics = evaluate_towers(towers, test, ecfg, device, trim, tcfg.precision)
+            metrics = evaluate_towers(towers, test, ecfg, device, tcfg.precision)
             logger.log(metrics, trainer.step, kind=f"final_{ecfg.split}")
             name = f"{cfg.get('experiment_name', 'run')} ({dcfg.name} {ecfg.split})"
             results = {name: metrics}
-            cross = evaluate_multilingual(towers, dcfg, ecfg, device, trim, tcfg.precision)
+            cross = evaluate_multilingual(towers, dcfg, ecfg, device, tcfg.precision)
             if cross is not None:
                 flat = {k: v for k, v in cross.items() if isinstance(v, (int, float))}
                 logger.log(flat, trainer.step, kind="final_cross_lingual")

@@ -91,7 +91,16 @@ class TinyVisionTransformer(nn.Module):
 
 
 class TinyTextTransformer(nn.Module):
-    """Token ids (B, L), 0 = padding → masked-mean-pooled embedding (B, embed_dim)."""
+    """Token ids (B, L), 0 = padding → masked-mean-pooled embedding (B, embed_dim).
+
+    Padding is masked out of attention and pooling, so columns that are padding in every
+    row change nothing and are dropped before the encoder. With ``length_bucket = b > 0``
+    the rows are sorted by length (position of the last real token) and encoded in groups
+    of ``b`` rows, each trimmed to its own longest row: a batch of mixed short (English)
+    and long (per-character Chinese/Japanese) captions then costs about its mean length
+    rather than ``B × L_max`` tokens. The output equals the untrimmed forward up to float
+    rounding (tested); ``length_bucket = 0`` encodes the batch as one group.
+    """
 
     def __init__(
         self,
@@ -103,10 +112,14 @@ class TinyTextTransformer(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 2.0,
         pad_id: int = 0,
+        length_bucket: int = 64,
     ) -> None:
         super().__init__()
+        if length_bucket < 0:
+            raise ValueError(f"length_bucket must be >= 0, got {length_bucket}")
         self.context_length = context_length
         self.pad_id = pad_id
+        self.length_bucket = length_bucket
         self.token_embed = nn.Embedding(vocab_size, width, padding_idx=pad_id)
         self.pos_embed = nn.Parameter(torch.randn(1, context_length, width) * 0.02)
         self.encoder = _encoder(width, depth, heads, mlp_ratio)
@@ -118,6 +131,20 @@ class TinyTextTransformer(nn.Module):
             raise ValueError(
                 f"expected token ids (B, L≤{self.context_length}), got {tuple(tokens.shape)}"
             )
+        real = tokens != self.pad_id
+        positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
+        ends = (real * positions).amax(1) if tokens.shape[1] else real.sum(1)  # (B,)
+        bucket = self.length_bucket
+        if bucket == 0 or tokens.shape[0] <= bucket:
+            return self._encode(tokens[:, : max(int(ends.max()), 1)] if len(tokens) else tokens)
+        order = torch.argsort(ends, stable=True)
+        pieces = [
+            self._encode(tokens[rows, : max(int(ends[rows].max()), 1)])
+            for rows in order.split(bucket)
+        ]
+        return torch.cat(pieces)[torch.argsort(order)]
+
+    def _encode(self, tokens: torch.Tensor) -> torch.Tensor:
         padding = tokens == self.pad_id
         x = self.token_embed(tokens) + self.pos_embed[:, : tokens.shape[1]]
         x = self.encoder(x, src_key_padding_mask=padding)
