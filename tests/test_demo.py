@@ -7,17 +7,17 @@ import json
 from mmret import demo
 
 
-def test_demo_pipeline_small(tmp_path, capsys, monkeypatch):
+def test_english_clip_demo_pipeline_small(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative data/outputs paths resolve against the launch dir
     results = demo.main([
-        "data.root=data/shapes_small", "data.generate.num_images=40", "paths.output_root=out",
+        "experiment=demo_clip", "data.root=data/shapes_small", "data.generate.num_images=40", "paths.output_root=out",
         "trainer.max_steps=2", "trainer.batch_size=8", "trainer.warmup_steps=1",
         "logger.progress_bar=false",
     ])
     printed = capsys.readouterr().out
     assert set(results) == {"mmret-tiny untrained", "mmret-tiny + clip (trained)"}
     assert (tmp_path / "data" / "shapes_small" / "karpathy" / "dataset_shapes.json").is_file()
-    runs = list((tmp_path / "out" / "demo").iterdir())
+    runs = list((tmp_path / "out" / "demo_clip").iterdir())
     assert len(runs) == 1
     run = runs[0]
     for name in ("metrics.json", "results.md", "loss.png", "recall.png", "config.yaml"):
@@ -28,10 +28,12 @@ def test_demo_pipeline_small(tmp_path, capsys, monkeypatch):
     assert str(run / "results.md") in printed
 
 
-def test_cross_lingual_demo_prints_per_language_recall_and_mrv(tmp_path, capsys, monkeypatch):
+def test_default_demo_trains_one_to_k_and_prints_per_language_recall_and_mrv(
+    tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     results = demo.main([
-        "experiment=demo_ccr", "data.root=data/shapes_small", "data.generate.num_images=40",
+        "data.root=data/shapes_small", "data.generate.num_images=40",
         "paths.output_root=out", "trainer.max_steps=2", "trainer.batch_size=4",
         "trainer.warmup_steps=1", "logger.progress_bar=false",
     ])
@@ -43,5 +45,6 @@ def test_cross_lingual_demo_prints_per_language_recall_and_mrv(tmp_path, capsys,
     assert list(cross["per_language"]) == ["en", "de", "fr", "cs", "zh", "ja"]
     assert "mrv_std_image_to_text" in cross and "mrv_std_text_to_image" in cross
     assert "| zh |" in printed and "MRV (std)" in printed
-    run = next((tmp_path / "out" / "demo_ccr").iterdir())
+    assert "batch 4 images × 6 captions" in printed
+    run = next((tmp_path / "out" / "demo").iterdir())
     assert any(p.name.startswith("rank_spread_") and p.suffix == ".png" for p in run.iterdir())

@@ -105,7 +105,7 @@ from mmret.index import RetrievalIndex, build_index
 index = build_index(image_features.numpy(), ids=[Path(p).name for p in test.image_paths], factory="Flat")
 query = "a red circle"
 scores, hits = index.search(model.encode_text(tokenizer([query]), normalize=True).detach().numpy(), k=5)
-print(query, "->", list(zip(hits[0], scores[0].round(3))))
+print(query, "->", list(zip(hits[0], scores[0].round(3), strict=True)))
 index.save(root / "test.index")
 print(len(RetrievalIndex.load(root / "test.index")), "vectors reloaded")
 """)

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from doc_sections import write_section  # noqa: E402  (tools/bench/doc_sections.py)
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("ccr_one_to_k", "ccr_one_to_one", "ccr_english_only")
+EXPERIMENTS = ("ccr_one_to_k", "ccr_one_to_one", "ccr_english_only", "ccr_one_to_one_matched")
 LABELS = {
     "ccr_one_to_k": "1-to-K (one_to_k, 6 languages per image)",
     "ccr_one_to_one": "1-to-1 (CLIP, random language per image and step)",
     "ccr_english_only": "English only (CLIP, English captions)",
+    "ccr_one_to_one_matched": "1-to-1, K× steps (as many caption encodings as 1-to-K)",
 }
 DIRECTIONS = {"image_to_text": "image → text", "text_to_image": "text → image"}
 SECTION = "ccr"
@@ -93,13 +94,13 @@ def recall_table(runs: dict[str, list[dict[str, Any]]], direction: str,
 
 def summary_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     keys = [f"{d}_R@{k}" for d in DIRECTIONS for k in (1, 5, 10)]
-    header = ["setting", "evaluated as", "seeds"] + [
+    header = ["setting", "evaluated as", "seeds", "steps"] + [
         ("i→t" if k.startswith("image") else "t→i") + " R@" + k.rsplit("@", 1)[1] for k in keys
     ] + ["mean recall", "MRV i→t ↓", "MRV t→i ↓"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * (len(header) - 3)]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|---:|" + "---:|" * (len(header) - 4)]
     for experiment, seeds in runs.items():
         cells = [LABELS.get(experiment, experiment), seeds[0]["metrics"].get("setting", "–"),
-                 str(len(seeds))]
+                 str(len(seeds)), str(seeds[0]["config"]["trainer"]["max_steps"])]
         cells += [fmt([s["metrics"][k] for s in seeds]) for k in keys]
         cells.append(fmt([s["metrics"]["mean_recall"] for s in seeds]))
         cells += [fmt([s["metrics"][f"mrv_std_{d}"] for s in seeds], 2) for d in DIRECTIONS]

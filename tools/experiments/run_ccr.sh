@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cross-lingual cross-modal retrieval comparison on the synthetic shapes benchmark:
-# ccr_one_to_k, ccr_one_to_one, ccr_english_only x seeds 0 and 1, run one after another
-# (never in parallel: the runs are timed), then docs/results.md is rewritten by
-# tools/experiments/aggregate_ccr.py.
+# ccr_one_to_k, ccr_one_to_one, ccr_english_only and ccr_one_to_one_matched x seeds 0 and 1,
+# run one after another (never in parallel: the runs are timed), then docs/results.md is
+# rewritten by tools/experiments/aggregate_ccr.py.
 #
 #   tools/experiments/run_ccr.sh                       # all six runs + aggregate
 #   EXPERIMENTS=ccr_one_to_k SEEDS=0 tools/experiments/run_ccr.sh trainer.max_steps=20
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 
 TRAIN=${MMRET_TRAIN:-.venv/bin/mmret-train}
 PYTHON=${PYTHON:-.venv/bin/python}
-EXPERIMENTS=${EXPERIMENTS:-"ccr_one_to_k ccr_one_to_one ccr_english_only"}
+EXPERIMENTS=${EXPERIMENTS:-"ccr_one_to_k ccr_one_to_one ccr_english_only ccr_one_to_one_matched"}
 SEEDS=${SEEDS:-"0 1"}
 
 for experiment in $EXPERIMENTS; do
