@@ -34,6 +34,7 @@ lint: setup
 bench: setup
 	$(BIN)/python tools/bench/bench_ranking.py --scale coco
 	$(BIN)/python tools/bench/bench_index.py
+	$(BIN)/python tools/bench/bench_text_buckets.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
