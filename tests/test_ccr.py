@@ -15,7 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ValidationError
+from omegaconf.errors import ConfigKeyError, ValidationError
 from PIL import Image
 from torch import nn
 
@@ -467,3 +467,13 @@ def test_cross_lingual_report_json_table_and_plots(tmp_path):
     spreads = np.load(tmp_path / f"rank_spread_{slug}.npz")
     assert sorted(spreads.files) == ["image_to_text", "text_to_image"]
     np.testing.assert_allclose(spreads["text_to_image"], [0.5, 0.5, 0.5])
+
+
+def test_retired_data_keys_of_old_runs_are_dropped_with_a_warning():
+    from omegaconf import OmegaConf
+
+    with pytest.warns(UserWarning, match="data.trim_text_padding is ignored"):
+        cfg = data_config(OmegaConf.create({"root": "x", "trim_text_padding": True}))
+    assert cfg.root == "x"
+    with pytest.raises(ConfigKeyError, match="not_a_key"):  # other unknown keys still fail
+        data_config({"not_a_key": 1})

@@ -280,8 +280,24 @@ def trainer_config(node: DictConfig | dict | TrainerConfig) -> TrainerConfig:
     return cfg
 
 
+#: data keys that older runs' config.yaml may hold and that no longer do anything; dropped
+#: (with a warning) so that old checkpoints still evaluate
+RETIRED_DATA_KEYS = {
+    "trim_text_padding": "mmret-tiny's text tower now drops padding itself (length buckets)",
+}
+
+
 def data_config(node: DictConfig | dict | DataConfig) -> DataConfig:
     """Validate ``cfg.data`` into a :class:`DataConfig`; raise :class:`ConfigError`."""
+    if not isinstance(node, DataConfig) and node is not None:
+        retired = [key for key in RETIRED_DATA_KEYS if key in node]
+        if retired:
+            import warnings
+
+            for key in retired:
+                warnings.warn(f"data.{key} is ignored: {RETIRED_DATA_KEYS[key]}", stacklevel=2)
+            container = OmegaConf.to_container(node) if isinstance(node, DictConfig) else node
+            node = {k: v for k, v in container.items() if k not in RETIRED_DATA_KEYS}
     cfg = node if isinstance(node, DataConfig) else _structured(node, DataConfig, "data")
     if cfg.format != "karpathy":
         raise ConfigError(f"data.format: expected 'karpathy', got {cfg.format!r}")
