@@ -14,7 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now (for MASTER_PORT / --master_port)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -44,7 +45,7 @@ def run_distributed(fn: Callable[..., Any], world_size: int = 2, *args: Any) -> 
     dicts of tensors) is saved per rank and returned as a list indexed by rank.
     """
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_worker, args=(world_size, _free_port(), fn, args, out_dir), nprocs=world_size)
+        mp.spawn(_worker, args=(world_size, free_port(), fn, args, out_dir), nprocs=world_size)
         return [
             torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True)
             for r in range(world_size)

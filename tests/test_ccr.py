@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +42,10 @@ from mmret.engine.run import (
     run_training,
 )
 from mmret.engine.sampler import ResumableBatchSampler
-from mmret.engine.trainer import Trainer
 from mmret.metrics import cross_lingual_retrieval, mean_rank_variance, rank_spread
 from mmret.towers.tokenizers import HashTokenizer
+from tests.distributed_utils import free_port
+from tests.resume_utils import run_killed_in_step
 
 register_configs()
 BIN = Path(sys.executable).parent
@@ -317,30 +317,12 @@ def test_kill_and_resume_reproduces_multilingual_training(experiment, synthetic,
     losses = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "straight", "train")}
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
 
-    original = Trainer._optimizer_step
-    calls = {"n": 0}
-
-    def dying_step(self):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, tmp_path / "resumed")
+    run_killed_in_step(cfg, tmp_path / "resumed", monkeypatch, step=5)
     assert ckpt.load_state(tmp_path / "resumed")["step"] == 3
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
     cfg = _compose(f"experiment={experiment}", f"data.root={synthetic}", *SMALL, "resume=true")
     run_training(cfg, tmp_path / "resumed")
     resumed = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "resumed", "train")}
     assert all(resumed[s] == losses[s] for s in (4, 5, 6))  # exact
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -350,7 +332,7 @@ def test_two_process_one_to_k_matches_one_process(synthetic, tmp_path):
               *[o for o in SMALL if "max_steps" not in o and "batch_size" not in o
                 and "num_threads" not in o and "checkpoint_every" not in o]]
     ddp_dir = tmp_path / "ddp"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={_free_port()}",
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}",
            "-m", "mmret.train", *common, "trainer.batch_size=2", f"hydra.run.dir={ddp_dir}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,

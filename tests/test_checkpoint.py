@@ -14,7 +14,7 @@ from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import conf_dir, register_configs
 from mmret.engine.logging import read_metrics
 from mmret.engine.run import run_training
-from mmret.engine.trainer import Trainer
+from tests.resume_utils import run_killed_in_step
 
 register_configs()
 
@@ -124,20 +124,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(shapes40, tmp_path, mo
     losses = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "straight", "train")}
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
 
-    original = Trainer._optimizer_step
-    calls = {"n": 0}
-
-    def dying_step(self):
-        calls["n"] += 1
-        if calls["n"] == 5:  # killed during step 5: the last checkpoint is step 3
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(_cfg(shapes40), tmp_path / "resumed")
+    run_killed_in_step(_cfg(shapes40), tmp_path / "resumed", monkeypatch, step=5)  # killed during step 5: the last checkpoint is step 3
     assert ckpt.load_state(tmp_path / "resumed")["step"] == 3
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
     resumed = run_training(_cfg(shapes40, "resume=true"), tmp_path / "resumed")
     assert [h["step"] for h in resumed["trainer"].history] == [4, 5, 6]
     resumed_losses = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "resumed", "train")}

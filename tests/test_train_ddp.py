@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from mmret.engine.config import conf_dir, register_configs
 from mmret.engine.logging import read_metrics
 from mmret.engine.run import run_training
+from tests.distributed_utils import free_port
 
 register_configs()
 BIN = Path(sys.executable).parent
@@ -28,12 +28,6 @@ def shapes40(tmp_path_factory):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 COMMON = ["experiment=shapes_clip", "data.max_train_images=8", "trainer.max_steps=2",
           "trainer.warmup_steps=1", "trainer.log_every=1", "trainer.num_workers=0",
           "trainer.device=cpu", "trainer.num_threads=1", "trainer.checkpoint_every=1",
@@ -42,7 +36,7 @@ COMMON = ["experiment=shapes_clip", "data.max_train_images=8", "trainer.max_step
 
 def test_two_process_torchrun_matches_one_process(shapes40, tmp_path):
     ddp_dir = tmp_path / "ddp"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={_free_port()}",
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}",
            "-m", "mmret.train", *COMMON, f"data.root={shapes40}", "trainer.batch_size=4",
            f"hydra.run.dir={ddp_dir}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
