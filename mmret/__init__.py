@@ -5,6 +5,7 @@
 >>> objective = mmret.create_objective("clip")          # doctest: +SKIP
 """
 
+from mmret.checkpoint import load_checkpoint
 from mmret.objectives import Objective, create_objective, list_objectives, register_objective
 from mmret.towers import TowerLoadError, Towers, create_towers, list_tower_configs
 
@@ -19,5 +20,6 @@ __all__ = [
     "create_towers",
     "list_objectives",
     "list_tower_configs",
+    "load_checkpoint",
     "register_objective",
 ]
