@@ -5,9 +5,14 @@
 >>> objective = mmret.create_objective("clip")          # doctest: +SKIP
 """
 
-from mmret.checkpoint import load_checkpoint
 from mmret.objectives import Objective, create_objective, list_objectives, register_objective
-from mmret.towers import TowerLoadError, Towers, create_towers, list_tower_configs
+from mmret.towers import (
+    TowerLoadError,
+    Towers,
+    create_towers,
+    list_tower_configs,
+    load_checkpoint,
+)
 
 __version__ = "0.1.0"
 

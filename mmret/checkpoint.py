@@ -10,9 +10,9 @@ A checkpoint folder (``<run>/checkpoints/last``) describes itself::
     objective.safetensors   the objective's own parameters (temperatures, heads)
     state.pt                trainer state (optimiser, scheduler, RNG, step)
 
-:func:`load_checkpoint` rebuilds the towers from ``towers.json`` and loads
-``model.safetensors``: no Hydra and no ``config.yaml`` are needed. Weights are read with
-safetensors only.
+:func:`mmret.load_checkpoint` (:mod:`mmret.towers.loading`) rebuilds the towers from
+``towers.json`` and loads ``model.safetensors``: no Hydra and no ``config.yaml`` are
+needed. Weights are read with safetensors only. This module imports nothing else of mmret.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_model
 from torch import nn
 
@@ -144,23 +143,3 @@ def read_tower_spec(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise CheckpointError(f"{file}: expected an object with a 'name', got {spec!r}")
     return spec
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the towers of a checkpoint and load its trained weights.
-
-    Args:
-        path: a run directory, its ``checkpoints`` folder or a checkpoint folder.
-        device: where the model goes.
-
-    Returns:
-        :class:`mmret.towers.Towers` with the model in eval mode on ``device``.
-    """
-    from mmret.towers import create_towers
-
-    directory = resolve_checkpoint_dir(path)
-    spec = read_tower_spec(directory)
-    towers = create_towers(spec["name"], pretrained=None, **dict(spec.get("kwargs") or {}))
-    load_weights(towers.model, directory)
-    towers.model.to(device).eval()
-    return towers

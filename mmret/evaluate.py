@@ -45,7 +45,8 @@ def load_towers(path: str, device: torch.device) -> Any:
     """The towers of a checkpoint: from its ``towers.json`` (:func:`mmret.load_checkpoint`),
     or, for checkpoints written before checkpoints described their towers, from the run's
     ``config.yaml``."""
-    from mmret.checkpoint import CheckpointError, find_run_dir, load_checkpoint, load_weights
+    from mmret.checkpoint import CheckpointError, find_run_dir, load_weights
+    from mmret.towers import load_checkpoint
 
     try:
         return load_checkpoint(path, device)
@@ -62,6 +63,35 @@ def load_towers(path: str, device: torch.device) -> Any:
     load_weights(towers.model, path)
     towers.model.to(device).eval()
     return towers
+
+
+def load_run_task(path: str, towers: Any, device: torch.device) -> tuple[Any, Any]:
+    """The trained task and objective of a run (task-owned modules, objective heads), from
+    its ``config.yaml`` and ``task.safetensors`` / ``objective.safetensors``; ``(None,
+    None)`` for a bare checkpoint folder or a run without a ``task`` entry."""
+    from omegaconf import OmegaConf
+
+    from mmret.checkpoint import (
+        OBJECTIVE_FILE,
+        TASK_FILE,
+        CheckpointError,
+        find_run_dir,
+        load_module_weights,
+    )
+    from mmret.engine.builders import build_objective, build_task
+
+    try:
+        run_cfg = OmegaConf.load(find_run_dir(path) / "config.yaml")
+    except CheckpointError:
+        return None, None
+    if "task" not in run_cfg:
+        return None, None
+    task = build_task(run_cfg.task)
+    task.setup(towers, None)
+    load_module_weights(task, path, TASK_FILE)
+    objective = build_objective(run_cfg.objective)
+    load_module_weights(objective, path, OBJECTIVE_FILE)
+    return task.to(device).eval(), objective.to(device).eval()
 
 
 def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> dict[str, Any]:
@@ -90,11 +120,13 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     seed_everything(0)
     checkpoint = cfg.get("checkpoint")
     train_source = None  # the checkpoint's training data, for the cross-lingual setting
+    task = objective = None
     if towers is not None:
         name = cfg.get("name") or "model"
     elif checkpoint:
         path = absolute_path(str(checkpoint))
         towers = load_towers(path, device)
+        task, objective = load_run_task(path, towers, device)
         try:
             train_source = _train_source(find_run_dir(path))
         except Exception:  # a bare checkpoint folder without its run
@@ -108,8 +140,9 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     root = Path(absolute_path(dcfg.root))
     ensure_dataset(dcfg, root)
     sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
+    model = task.eval_model(towers.model, objective) if task is not None else towers.model
     results, headlines = evaluate_model(
-        towers.model, sets, eval_options(ecfg, towers.tokenizer, device), name=str(name),
+        model, sets, eval_options(ecfg, towers.tokenizer, device, task=task), name=str(name),
         data_name=dcfg.name, split=ecfg.split, ecfg=ecfg, train_source=train_source,
     )
     paths = write_run_outputs(out_dir, results, f"Evaluation on {dcfg.name} {ecfg.split}",

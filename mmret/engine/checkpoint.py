@@ -42,7 +42,6 @@ from mmret.checkpoint import (
     CheckpointError,
     find_run_dir,
     has_checkpoint,
-    load_checkpoint,
     load_module_weights,
     load_weights,
     resolve_checkpoint_dir,
@@ -51,7 +50,7 @@ from mmret.checkpoint import (
 
 __all__ = [
     "CONFIG_FILE", "LAST", "MODEL_FILE", "OBJECTIVE_FILE", "STATE_FILE", "TASK_FILE",
-    "TOWERS_FILE", "CheckpointError", "find_run_dir", "has_checkpoint", "load_checkpoint",
+    "TOWERS_FILE", "CheckpointError", "find_run_dir", "has_checkpoint",
     "load_module_weights", "load_state", "load_weights", "resolve_checkpoint_dir",
     "rng_state", "save_checkpoint", "set_rng_state",
 ]

@@ -48,7 +48,7 @@ def build_source(node: dict[str, Any], where: str, **context: Any) -> Any:
             options[key] = value
     try:
         return fn(**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # bad / unknown options of the source
         raise ConfigError(f"{where} ({node['_target_']}): {exc}") from None
     except FileNotFoundError as exc:
         raise ConfigError(f"{where}: {exc}") from None

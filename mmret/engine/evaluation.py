@@ -57,7 +57,8 @@ def build_eval_sets(
 
 
 def eval_options(
-    ecfg: EvalConfig, tokenizer: Any, device: torch.device, precision: Precision | None = None
+    ecfg: EvalConfig, tokenizer: Any, device: torch.device, precision: Precision | None = None,
+    task: Any = None,
 ) -> EvalOptions:
     from mmret.engine.trainer import autocast_context
 
@@ -68,6 +69,7 @@ def eval_options(
         device=device,
         autocast=autocast_context(device, precision or Precision.fp32),
         extra={"mrv_dispersion": ecfg.mrv_dispersion},
+        task=task,
     )
 
 

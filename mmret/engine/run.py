@@ -213,11 +213,11 @@ def run_training(
         during_protocols = protocols_to_run(dcfg, ecfg, during_training=True)
         during = build_eval_sets(dcfg, root, towers, ecfg.during_training_split,
                                  during_protocols)
-        options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision)
+        options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision, task)
 
         def evaluator(model: torch.nn.Module) -> dict[str, float]:
             results, _ = evaluate_model(
-                model, during, options, name=experiment, data_name=dcfg.name,
+                task.eval_model(model, objective), during, options, name=experiment, data_name=dcfg.name,
                 split=ecfg.during_training_split, ecfg=ecfg, train_source=dict(dcfg.train),
             )
             return scalar_metrics(next(iter(results.values())))
@@ -238,9 +238,9 @@ def run_training(
         trainer.fit(resume_from)
         if is_main and dcfg.eval:
             sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
-            options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision)
+            options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision, task)
             results, headlines = evaluate_model(
-                towers.model, sets, options, name=experiment, data_name=dcfg.name,
+                task.eval_model(towers.model, objective), sets, options, name=experiment, data_name=dcfg.name,
                 split=ecfg.split, ecfg=ecfg, train_source=dict(dcfg.train),
             )
             for metrics in results.values():

@@ -36,6 +36,8 @@ class EvalOptions:
         device: where the model runs.
         autocast: context manager around the forward passes (AMP on GPU), or ``None``.
         extra: protocol-specific options (e.g. ``mrv_dispersion`` for ``cross_lingual``).
+        task: the run's :class:`~mmret.tasks.Task` (``None`` outside a run), for protocols
+            that need task-owned modules (a composed-retrieval fusion head).
     """
 
     tokenizer: Callable[[list[str]], torch.Tensor] | None = None
@@ -44,6 +46,7 @@ class EvalOptions:
     device: torch.device | str = "cpu"
     autocast: contextlib.AbstractContextManager | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    task: Any = None
 
 
 Protocol = Callable[[nn.Module, Any, EvalOptions], dict[str, Any]]

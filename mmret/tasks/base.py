@@ -12,7 +12,9 @@ A :class:`Task` owns everything between a dataset's samples and the objective:
 - :meth:`forward` ``(model, batch) -> dict``: runs the model and returns the objective's
   keyword inputs;
 - hooks the trainer calls: :meth:`on_fit_start`, :meth:`after_step`,
-  :meth:`before_checkpoint`, each with a :class:`TaskContext`.
+  :meth:`before_checkpoint`, each with a :class:`TaskContext`;
+- :meth:`eval_model`: what the evaluation protocols encode with (default: the model);
+  protocols also receive the task itself (``EvalOptions.task``), e.g. for its fusion head.
 
 The trainer knows nothing of images or texts: it moves the batch to the device, calls the
 task, calls the objective, sums the ``*_loss`` terms and steps. Frozen teachers or banks a
@@ -85,6 +87,12 @@ class Task(nn.Module):
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def eval_model(self, model: nn.Module, objective: nn.Module) -> nn.Module:
+        """The module evaluation protocols encode with. Default: ``model``. A task whose
+        objective owns embedding heads used at test time (e.g. CUSA's cross-modal heads)
+        returns a wrapper whose ``encode_image`` / ``encode_text`` apply them."""
+        return model
 
     # hooks ----------------------------------------------------------------------------
 

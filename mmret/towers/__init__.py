@@ -198,3 +198,8 @@ def create_towers(
             "not 'timm-hf', and not an open_clip model (see open_clip.list_models())"
         )
     return _create_open_clip_towers(name, pretrained, cache_dir, kwargs)
+
+
+from mmret.towers.loading import load_checkpoint  # noqa: E402  (uses create_towers lazily)
+
+__all__ += ["load_checkpoint"]
