@@ -14,35 +14,31 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigKeyError
 from PIL import Image
 from torch import nn
 
 import mmret
 from mmret.data.collate import ImageTextCollator
+from mmret.data.multilingual import MultilingualSplit, OneToKDataset, RandomLanguageDataset
+from mmret.data.sources import MultilingualEvalSet
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import (
     ConfigError,
-    DataConfig,
     EvalConfig,
-    TrainMode,
-    captions_per_training_image,
     conf_dir,
     data_config,
     register_configs,
 )
-from mmret.engine.data import MultilingualTrainItems, build_train_dataset
-from mmret.engine.evaluation import evaluate_cross_lingual
+from mmret.engine.data import build_source
+from mmret.engine.evaluation import cross_lingual_setting, result_name
 from mmret.engine.logging import read_metrics
-from mmret.engine.run import (
-    check_objective_matches_data,
-    cross_lingual_name,
-    cross_lingual_setting,
-    finalize_outputs,
-    run_training,
-)
+from mmret.engine.report import write_run_outputs
+from mmret.engine.run import run_training
 from mmret.engine.sampler import ResumableBatchSampler
+from mmret.evaluation import EvalOptions, run_protocol
 from mmret.metrics import cross_lingual_retrieval, mean_rank_variance, rank_spread
+from mmret.tasks import check_compatible, create_task
 from mmret.towers.tokenizers import HashTokenizer
 from tests.distributed_utils import free_port
 from tests.resume_utils import run_killed_in_step
@@ -91,12 +87,26 @@ def toy(tmp_path) -> Path:
     return _write_toy_iglue(tmp_path / "toy")
 
 
-def _toy_dataset(root: Path, mode: TrainMode, langs=TOY_LANGS, seed: int = 0):
-    cfg = data_config(DataConfig(root=str(root), train_mode=mode, train_languages=list(langs)))
+MULTILINGUAL_TRAIN = "mmret.data.sources.multilingual_train"
+
+
+def _train_node(mode: str, langs=TOY_LANGS, **options) -> dict:
+    return {"_target_": MULTILINGUAL_TRAIN, "mode": mode, "languages": list(langs),
+            "format": "iglue", "source": "iglue", "image_root": ".", **options}
+
+
+def _build(root: Path, node: dict, seed: int = 0):
+    """The training source as the engine builds it (``data.train`` + run context)."""
+    return build_source(node, "data.train", root=root, image_transform=_to_tensor,
+                        eval_transform=_to_tensor, cache_images=False, seed=seed)
+
+
+def _toy_dataset(root: Path, mode: str, langs=TOY_LANGS, seed: int = 0):
+    node = _train_node(mode, langs)
     if "de" not in langs:
-        return cfg, build_train_dataset(cfg, root, _to_tensor, _to_tensor, seed=seed)
+        return node, _build(root, node, seed)
     with pytest.warns(UserWarning, match=r"missing in some languages.*de: 1 \(e.g. \['img2'\]"):
-        return cfg, build_train_dataset(cfg, root, _to_tensor, _to_tensor, seed=seed)
+        return node, _build(root, node, seed)
 
 
 def _batches(dataset, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
@@ -110,12 +120,16 @@ def _batches(dataset, batch_size: int, seed: int, epoch: int, rank: int = 0, wor
 
 
 def test_one_to_k_batches_have_image_major_layout_and_mask(toy):
-    cfg, dataset = _toy_dataset(toy, TrainMode.one_to_k)
-    assert isinstance(dataset, MultilingualTrainItems) and len(dataset) == 6
-    k = captions_per_training_image(cfg)
+    _, dataset = _toy_dataset(toy, "one_to_k")
+    assert isinstance(dataset, OneToKDataset) and len(dataset) == 6
+    k = dataset.captions_per_sample
     assert k == 3
     tokenizer = HashTokenizer(vocab_size=512, context_length=8)
     collate = ImageTextCollator(tokenizer, k)
+    # the image_text task builds the same collate from the towers and the dataset
+    task = create_task("image_text")
+    task.setup(type("Towers", (), {"tokenizer": tokenizer})(), dataset)
+    assert task.collate_fn().k == k
     seen_images = set()
     for epoch in range(3):
         for items in _batches(dataset, 3, seed=1, epoch=epoch):
@@ -147,13 +161,13 @@ def test_one_to_k_batches_have_image_major_layout_and_mask(toy):
 
 
 def test_one_to_k_batch_trains_with_the_one_to_k_objective(toy):
-    cfg, dataset = _toy_dataset(toy, TrainMode.one_to_k)
+    _, dataset = _toy_dataset(toy, "one_to_k")
     towers = mmret.create_towers(
         "mmret-tiny", embed_dim=16,
         vision={"image_size": 8, "patch_size": 4, "width": 16, "depth": 1, "heads": 2},
         text={"width": 16, "depth": 1, "heads": 2, "vocab_size": 256, "context_length": 8},
     )
-    collate = ImageTextCollator(towers.tokenizer, captions_per_training_image(cfg))
+    collate = ImageTextCollator(towers.tokenizer, dataset.captions_per_sample)
     batch = collate(_batches(dataset, 6, seed=0, epoch=0)[0])
     outputs = towers.model(image=batch["image"], text=batch["text"])
     objective = mmret.create_objective("one_to_k", num_langs=3)
@@ -172,13 +186,14 @@ def test_one_to_k_batch_trains_with_the_one_to_k_objective(toy):
 
 
 def _draws(batches: list[list[dict]]) -> list[list[tuple[int, str, str]]]:
-    return [[(item["image_id"], item["langs"], item["caption"]) for item in batch]
+    return [[(item["image_id"], item["lang"], item["caption"]) for item in batch]
             for batch in batches]
 
 
 def test_random_language_draw_is_a_function_of_seed_epoch_and_index(toy):
-    _, dataset = _toy_dataset(toy, TrainMode.random_language, seed=0)
-    _, fresh = _toy_dataset(toy, TrainMode.random_language, seed=0)
+    _, dataset = _toy_dataset(toy, "random_language", seed=0)
+    _, fresh = _toy_dataset(toy, "random_language", seed=0)
+    assert isinstance(dataset, RandomLanguageDataset) and dataset.captions_per_sample == 1
     epochs = {e: _draws(_batches(dataset, 2, seed=7, epoch=e)) for e in range(8)}
     for e, draws in epochs.items():
         assert _draws(_batches(fresh, 2, seed=7, epoch=e)) == draws  # reproducible
@@ -205,81 +220,115 @@ def test_random_language_draw_is_a_function_of_seed_epoch_and_index(toy):
 
 
 def test_english_only_is_random_language_with_one_language(toy):
-    _, dataset = _toy_dataset(toy, TrainMode.random_language, langs=["en"])
+    _, dataset = _toy_dataset(toy, "random_language", langs=["en"])
     for batch in _batches(dataset, 3, seed=0, epoch=0):
         for item in batch:
-            assert item["langs"] == "en"
+            assert item["lang"] == "en"
             assert item["caption"] in TOY[f"img{item['image_id']}"]["en"]
 
 
 # ----------------------------------------------------------------------------- config checks
 
 
-def test_data_config_checks_the_multilingual_keys():
-    ok = data_config(DataConfig(train_mode=TrainMode.one_to_k, train_languages=["en", "de"]))
-    assert captions_per_training_image(ok) == 2
-    assert captions_per_training_image(DataConfig(captions_per_image=3)) == 3
-    with pytest.raises(ConfigError, match=r"data.train_languages=\['en'\] needs data.train_mode"):
-        data_config(DataConfig(train_languages=["en"]))
-    with pytest.raises(ConfigError, match="data.train_languages: duplicate"):
-        data_config(DataConfig(train_mode=TrainMode.one_to_k, train_languages=["en", "en"]))
-    with pytest.raises(ConfigError, match="random_language needs at least one language"):
-        data_config(DataConfig(train_mode=TrainMode.random_language))
-    with pytest.raises(ConfigError, match="data.captions_per_image=2 applies to train_mode=pairs"):
-        data_config(DataConfig(train_mode=TrainMode.one_to_k, train_languages=["en"],
-                               captions_per_image=2))
-    bad = DataConfig(train_mode=TrainMode.one_to_k, train_languages=["en"])
-    bad.train_source.format = "xtd"
-    with pytest.raises(ConfigError, match="data.train_source.format"):
-        data_config(bad)
+def test_multilingual_training_source_checks_its_options(toy):
+    """The multilingual options are the training source's keywords (data.train.*); a bad one
+    is a ConfigError naming data.train when the engine builds the source."""
+    with pytest.warns(UserWarning, match="missing in some languages"):
+        ok = _build(toy, _train_node("one_to_k", ["en", "de"]))
+    assert ok.captions_per_sample == 2
+    with pytest.raises(ConfigError, match=r"data.train.*languages: duplicate"):
+        _build(toy, _train_node("one_to_k", ["en", "en"]))
+    with pytest.raises(ConfigError, match=r"data.train.*languages: expected at least one"):
+        _build(toy, _train_node("random_language", []))
+    with pytest.raises(ConfigError, match=r"data.train.*captions_per_image"):
+        _build(toy, _train_node("one_to_k", ["en"], captions_per_image=2))
+    with pytest.raises(ConfigError, match=r"data.train.*format: expected one of"):
+        _build(toy, _train_node("one_to_k", ["en"], format="jsonl"))
+    with pytest.raises(ConfigError, match=r"data.train.*mode: expected one of"):
+        _build(toy, _train_node("one_to_kk", ["en"]))
+    # the keys of the data config before sources (train_mode, train_languages, ...) are
+    # rejected with a pointer to the new layout, in Python and on the command line
+    with pytest.raises(ConfigError, match=r"\['train_languages', 'train_mode'\] belong to the "
+                                          r"data config of mmret < 0.2"):
+        data_config({"train_mode": "one_to_k", "train_languages": ["en", "de"]})
     with initialize_config_dir(str(conf_dir()), version_base="1.3"), pytest.raises(
-        (ConfigCompositionException, ValidationError), match="train_mode"
+        ConfigCompositionException, match="train_mode"
     ):
-        compose("train", overrides=["experiment=ccr_one_to_k", "data.train_mode=one_to_kk"])
+        compose("train", overrides=["experiment=ccr_one_to_k", "data.train_mode=one_to_k"])
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=ccr_one_to_k", "data.train.mode=one_to_kk"])
+    assert cfg.data.train.mode == "one_to_kk"  # a source option: checked when it is built
+
+
+class _Samples:
+    """Just what check_compatible reads of a training dataset."""
+
+    sample_fields = ("image", "caption", "image_id")
+
+    def __init__(self, k: int) -> None:
+        self.captions_per_sample = k
+
+
+class _SigmoidTowers(nn.Module):
+    """A model with a learnable logit bias (what siglip requires)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logit_bias = nn.Parameter(torch.zeros(()))
+
+
+def _check(objective, k: int, model: nn.Module | None = None) -> None:
+    check_compatible(create_task("image_text"), objective, model or nn.Module(), _Samples(k),
+                     "data=toy (multilingual_train)")
 
 
 def test_objective_and_training_languages_must_agree():
-    six = DataConfig(train_mode=TrainMode.one_to_k,
-                     train_languages=["en", "de", "fr", "cs", "zh", "ja"])
-    check_objective_matches_data(mmret.create_objective("one_to_k", num_langs=6), six)
-    with pytest.raises(ConfigError, match=r"one_to_k.num_langs=4 but data.train_languages has "
-                                          r"6 languages .*set objective.one_to_k.num_langs=6"):
-        check_objective_matches_data(mmret.create_objective("one_to_k", num_langs=4), six)
+    _check(mmret.create_objective("one_to_k", num_langs=6), 6)
+    with pytest.raises(ConfigError, match=r"one_to_k has num_langs=4 but the data yields 6 "
+                                          r"caption\(s\) per image.*set objective.one_to_k."
+                                          r"num_langs=6"):
+        _check(mmret.create_objective("one_to_k", num_langs=4), 6)
     combined = mmret.create_objective({"one_to_k": {"num_langs": 3}, "clip": 0.5})
     with pytest.raises(ConfigError, match="num_langs=3"):
-        check_objective_matches_data(combined, six)
-    with pytest.raises(ConfigError, match="needs the one_to_k objective"):
-        check_objective_matches_data(mmret.create_objective("clip"), six)
-    with pytest.raises(ConfigError, match="needs data.train_mode=one_to_k"):
-        check_objective_matches_data(mmret.create_objective("one_to_k", num_langs=1),
-                                     DataConfig())
+        _check(combined, 6)
+    # clip (and siglip) take K > 1 captions per image as several positives
+    _check(mmret.create_objective("clip"), 6)
+    _check(mmret.create_objective("siglip"), 6, _SigmoidTowers())
+    # one caption per image (pairs, random_language) does not fit a K-language one_to_k
+    with pytest.raises(ConfigError, match=r"num_langs=6 but the data yields 1 caption"):
+        _check(mmret.create_objective("one_to_k", num_langs=6), 1)
 
 
 def test_num_langs_mismatch_fails_at_startup(synthetic, tmp_path, monkeypatch):
-    built = []
-    monkeypatch.setattr("mmret.engine.run.build_towers", lambda *a, **k: built.append(1))
+    started = []
+    monkeypatch.setattr("mmret.engine.run.Trainer",
+                        lambda *a, **k: started.append(1))
     cfg = _compose("experiment=ccr_one_to_k", f"data.root={synthetic}",
                    "objective.one_to_k.num_langs=5")
-    with pytest.raises(ConfigError, match="num_langs=5 but data.train_languages has 6"):
+    with pytest.raises(ConfigError, match=r"objective 'one_to_k' .*num_langs=5 but the data "
+                                          r"yields 6 caption\(s\) per image"):
         run_training(cfg, tmp_path / "run")
-    assert not built  # before the towers are built
+    assert not started  # before the trainer is built: no step, no checkpoint
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_cross_lingual_setting_labels():
     ecfg = EvalConfig()
     langs = ["en", "de", "zh"]
     assert cross_lingual_setting(None, ecfg, langs) == "zero-shot"
-    assert cross_lingual_setting(DataConfig(), ecfg, langs) == "zero-shot from English"
-    english = DataConfig(train_mode=TrainMode.random_language, train_languages=["en"])
+    pairs = {"_target_": "mmret.data.sources.karpathy_pairs", "annotation": "a.json"}
+    assert cross_lingual_setting(pairs, ecfg, langs) == "zero-shot from English"
+    english = _train_node("random_language", ["en"])
     assert cross_lingual_setting(english, ecfg, langs) == "zero-shot from English"
-    every = DataConfig(train_mode=TrainMode.one_to_k, train_languages=["zh", "de", "en"])
+    every = _train_node("one_to_k", ["zh", "de", "en"])
     assert cross_lingual_setting(every, ecfg, langs) == "all-language fine-tuning"
-    some = DataConfig(train_mode=TrainMode.one_to_k, train_languages=["en", "de"])
+    some = _train_node("one_to_k", ["en", "de"])
     assert cross_lingual_setting(some, ecfg, langs) == "fine-tuned on en, de"
     assert cross_lingual_setting(some, EvalConfig(setting="translate-test"), langs) == (
         "translate-test"
     )
-    assert cross_lingual_name("ccr_one_to_k", "all-language fine-tuning") == (
+    assert result_name("cross_lingual", "ccr_one_to_k", "shapes", "test",
+                       "all-language fine-tuning") == (
         "ccr_one_to_k (cross-lingual, all-language fine-tuning)"
     )
 
@@ -296,7 +345,7 @@ def synthetic(tmp_path_factory) -> Path:
     return root
 
 
-SMALL = ["data.max_train_images=8", "trainer.batch_size=4", "trainer.max_steps=6",
+SMALL = ["data.train.max_images=8", "trainer.batch_size=4", "trainer.max_steps=6",
          "trainer.warmup_steps=2", "trainer.checkpoint_every=3", "trainer.log_every=1",
          "trainer.num_threads=0", "trainer.num_workers=0", "trainer.device=cpu",
          "logger.progress_bar=false", "logger.plots=false", "+model.text.depth=1",
@@ -362,7 +411,8 @@ def test_rank_spread_by_hand():
 
 
 class _LookupModel(nn.Module):
-    """``encode_text`` = a fixed embedding per caption id (token column 0)."""
+    """``encode_text`` = a fixed embedding per caption id (token column 0); ``encode_image``
+    = the image features themselves (the "images" below are their features)."""
 
     def __init__(self, table: torch.Tensor) -> None:
         super().__init__()
@@ -370,6 +420,32 @@ class _LookupModel(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.table[tokens[:, 0]]
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+
+class _FeatureImages:
+    """An image store whose images are given feature rows (``batch`` as ImageStore's)."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def batch(self, index: slice) -> torch.Tensor:
+        return self.features[index]
+
+
+def _evaluate_cross_lingual(model, tokenizer, images, captions, owners, dispersion="std"):
+    """The ``cross_lingual`` protocol on a parallel split of ``captions`` / ``owners``."""
+    split = MultilingualSplit([f"img{i}" for i in range(len(images))], captions, owners)
+    options = EvalOptions(tokenizer=tokenizer, batch_size=2, extra={"mrv_dispersion": dispersion})
+    metrics, headline = run_protocol("cross_lingual", model,
+                                     MultilingualEvalSet(split, _FeatureImages(images)), options)
+    assert headline == "text_to_image_R@1"
+    return metrics
 
 
 def _hand_example():
@@ -390,7 +466,7 @@ def _hand_example():
 def test_cross_lingual_evaluation_by_hand():
     model, tokenizer, images, captions = _hand_example()
     owners = {"en": [0, 1, 2], "de": [0, 1, 2]}
-    out = evaluate_cross_lingual(model, tokenizer, images, captions, owners)
+    out = _evaluate_cross_lingual(model, tokenizer, images, captions, owners)
     assert out["per_language"]["en"]["text_to_image_R@1"] == 100.0
     assert out["per_language"]["de"]["text_to_image_R@1"] == 0.0
     assert out["per_language"]["de"]["image_to_text_R@5"] == 100.0
@@ -401,7 +477,8 @@ def test_cross_lingual_evaluation_by_hand():
     for direction in ("image_to_text", "text_to_image"):
         torch.testing.assert_close(out["rank_spread"][direction], torch.full((3,), 0.5))
     assert out["languages"] == ["en", "de"]
-    var = evaluate_cross_lingual(model, tokenizer, images, captions, owners, dispersion="var")
+    var = _evaluate_cross_lingual(model, tokenizer, images, captions, owners,
+                                  dispersion="var")
     assert var["mrv_var_text_to_image"] == pytest.approx(0.25)
     assert "mrv_std_text_to_image" not in var
     # the metric's own rank matrices agree with the per-language results
@@ -414,11 +491,11 @@ def test_cross_lingual_evaluation_by_hand():
 
 def test_cross_lingual_report_json_table_and_plots(tmp_path):
     model, tokenizer, images, captions = _hand_example()
-    cross = evaluate_cross_lingual(model, tokenizer, images, captions,
-                                   {"en": [0, 1, 2], "de": [0, 1, 2]})
+    cross = _evaluate_cross_lingual(model, tokenizer, images, captions,
+                                    {"en": [0, 1, 2], "de": [0, 1, 2]})
     cross["setting"] = "zero-shot from English"
-    name = cross_lingual_name("toy", cross["setting"])
-    paths = finalize_outputs(tmp_path, {name: cross}, "toy report", make_plots=True)
+    name = result_name("cross_lingual", "toy", "toy", "test", cross["setting"])
+    paths = write_run_outputs(tmp_path, {name: cross}, "toy report", make_plots=True)
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert list(saved) == [name]
@@ -451,11 +528,15 @@ def test_cross_lingual_report_json_table_and_plots(tmp_path):
     np.testing.assert_allclose(spreads["text_to_image"], [0.5, 0.5, 0.5])
 
 
-def test_retired_data_keys_of_old_runs_are_dropped_with_a_warning():
+def test_retired_data_keys_of_old_runs_are_rejected():
+    """Data configs of mmret < 0.2 (trim_text_padding, max_train_images, ...) are rejected
+    with a message pointing at the new layout; other unknown keys still fail as before."""
     from omegaconf import OmegaConf
 
-    with pytest.warns(UserWarning, match="data.trim_text_padding is ignored"):
-        cfg = data_config(OmegaConf.create({"root": "x", "trim_text_padding": True}))
-    assert cfg.root == "x"
+    for key, value in [("trim_text_padding", True), ("max_train_images", 8),
+                       ("annotation", "a.json"), ("multilingual", {})]:
+        with pytest.raises(ConfigError, match=rf"\['{key}'\] belong to the data config of "
+                                              r"mmret < 0.2.*data.train._target_"):
+            data_config(OmegaConf.create({"root": "x", key: value}))
     with pytest.raises(ConfigKeyError, match="not_a_key"):  # other unknown keys still fail
-        data_config({"not_a_key": 1})
+        data_config({"not_a_key": 1, "train": {"_target_": "x"}})

@@ -31,7 +31,7 @@ def shapes40(tmp_path_factory):
 def _cfg(data_root, *overrides):
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose("train", overrides=[
-            "experiment=shapes_clip", f"data.root={data_root}", "data.max_train_images=4",
+            "experiment=shapes_clip", f"data.root={data_root}", "data.train.max_images=4",
             "trainer.batch_size=8", "trainer.max_steps=6", "trainer.warmup_steps=2",
             "trainer.checkpoint_every=3", "trainer.log_every=1", "trainer.num_threads=0",
             "logger.progress_bar=false", "logger.plots=false", *overrides,
@@ -137,7 +137,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(shapes40, tmp_path, mo
     assert straight["results"] and resumed["results"]
 
     # the trained run loads back for inference with identical outputs
-    towers = ckpt.load_model_for_inference(tmp_path / "resumed")
+    towers = mmret.load_checkpoint(tmp_path / "resumed")  # from towers.json alone
     trained = resumed["trainer"].model.eval()
     image = torch.randn(2, 3, 64, 64)
     text = towers.tokenizer(["a red circle", "two shapes"])

@@ -38,7 +38,7 @@ def _compose(*overrides: str, config: str = "train"):
 
 SHRINK = ["trainer.max_steps=2", "trainer.batch_size=8", "trainer.num_workers=0",
           "trainer.device=cpu", "trainer.num_threads=0", "logger.progress_bar=false",
-          "logger.plots=false", "data.max_train_images=8", "data.generate_if_missing=false"]
+          "logger.plots=false", "data.train.max_images=8", "data.generate_if_missing=false"]
 
 
 def test_conf_dir_is_absolute_and_complete():
@@ -125,7 +125,7 @@ def test_cli_multirun_from_another_directory_then_eval(shapes40, tmp_path):
     work.mkdir()
     args = [f"data.root={shapes40}", "trainer.max_steps=1", "trainer.batch_size=8",
             "trainer.num_workers=0", "trainer.num_threads=1", "logger.progress_bar=false",
-            "logger.plots=false", "data.max_train_images=8", "paths.output_root=out"]
+            "logger.plots=false", "data.train.max_images=8", "paths.output_root=out"]
     result = _run([str(BIN / "mmret-train"), "-m", "experiment=shapes_clip",
                    "objective.clip.temperature=0.05,0.07", *args], work)
     assert result.returncode == 0, result.stderr[-3000:]

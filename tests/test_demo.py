@@ -15,7 +15,8 @@ def test_english_clip_demo_pipeline_small(tmp_path, capsys, monkeypatch):
         "logger.progress_bar=false",
     ])
     printed = capsys.readouterr().out
-    assert set(results) == {"mmret-tiny untrained", "mmret-tiny + clip (trained)"}
+    assert list(results) == ["mmret-tiny untrained (shapes test)",
+                             "mmret-tiny + clip (shapes test)"]
     assert (tmp_path / "data" / "shapes_small" / "karpathy" / "dataset_shapes.json").is_file()
     runs = list((tmp_path / "out" / "demo_clip").iterdir())
     assert len(runs) == 1
@@ -24,7 +25,7 @@ def test_english_clip_demo_pipeline_small(tmp_path, capsys, monkeypatch):
         assert (run / name).is_file(), name
     saved = json.loads((run / "metrics.json").read_text())
     assert set(saved) == set(results)
-    assert "untrained mmret-tiny" in printed and "| mmret-tiny + clip (trained) |" in printed
+    assert "untrained mmret-tiny" in printed and "| mmret-tiny + clip (shapes test) |" in printed
     assert str(run / "results.md") in printed
 
 
@@ -39,9 +40,10 @@ def test_default_demo_trains_one_to_k_and_prints_per_language_recall_and_mrv(
     ])
     printed = capsys.readouterr().out
     names = list(results)
-    assert names[:2] == ["mmret-tiny untrained", "mmret-tiny + one_to_k (trained)"]
+    assert names == ["mmret-tiny untrained (shapes test)", "mmret-tiny + one_to_k (shapes test)",
+                     "mmret-tiny + one_to_k (cross-lingual, all-language fine-tuning)"]
     cross = results[names[2]]
-    assert "all-language fine-tuning" in names[2]
+    assert cross["protocol"] == "cross_lingual" and cross["headline"] == "text_to_image_R@1"
     assert list(cross["per_language"]) == ["en", "de", "fr", "cs", "zh", "ja"]
     assert "mrv_std_image_to_text" in cross and "mrv_std_text_to_image" in cross
     assert "| zh |" in printed and "MRV (std)" in printed

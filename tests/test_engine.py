@@ -18,6 +18,7 @@ from mmret.engine.optim import build_scheduler, parameter_groups, warmup_cosine_
 from mmret.engine.sampler import ResumableBatchSampler
 from mmret.engine.trainer import Trainer
 from mmret.objectives.base import Objective
+from mmret.tasks import create_task
 
 # ----------------------------------------------------------------------------- optimiser
 
@@ -181,6 +182,9 @@ def test_collate_single_caption_and_errors():
 class _PairDataset(torch.utils.data.Dataset):
     """Random images with captions "w<i>" (key = (index, seed) as the trainer passes it)."""
 
+    sample_fields = ("image", "caption", "image_id")
+    captions_per_sample = 1
+
     def __init__(self, n: int = 16) -> None:
         g = torch.Generator().manual_seed(0)
         self.images = torch.randn(n, 3, 64, 64, generator=g)
@@ -220,8 +224,16 @@ def _trainer(tmp_path, **overrides) -> tuple[Trainer, object]:
     cfg = TrainerConfig(**{"max_steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1,
                            "num_workers": 0, "log_every": 1, "precision": "fp32",
                            "device": "cpu", **overrides})
-    collate = ImageTextCollator(towers.tokenizer)
-    return Trainer(towers.model, _CountingClip(), _PairDataset(), collate, cfg, tmp_path), towers
+    dataset = _PairDataset()
+    task = _task(towers, dataset)
+    return Trainer(towers.model, task, _CountingClip(), dataset, cfg, tmp_path), towers
+
+
+def _task(towers, dataset):
+    """The image_text task set up on ``dataset`` (it gives the trainer its collate)."""
+    task = create_task("image_text")
+    task.setup(towers, dataset)
+    return task
 
 
 def test_trainer_optimises_objective_parameters_and_calls_post_step(tmp_path):
@@ -261,7 +273,7 @@ def test_gradient_accumulation_matches_manual_reference(tmp_path):
 def test_frozen_tower_does_not_change(tmp_path):
     trainer, towers = _trainer(tmp_path, max_steps=2)
     mmret.towers.set_trainable(trainer.model.visual, False)
-    trainer2 = Trainer(trainer.model, _CountingClip(), trainer.dataset, trainer.collate_fn,
+    trainer2 = Trainer(trainer.model, trainer.task, _CountingClip(), trainer.dataset,
                        trainer.cfg, tmp_path)
     visual = copy.deepcopy(trainer.model.visual.state_dict())
     text = copy.deepcopy(trainer.model.text.state_dict())
@@ -269,6 +281,23 @@ def test_frozen_tower_does_not_change(tmp_path):
     for k, v in trainer.model.visual.state_dict().items():
         assert torch.equal(v, visual[k]), k
     assert any(not torch.equal(v, text[k]) for k, v in trainer.model.text.state_dict().items())
+
+
+def test_freeze_list_keeps_the_named_module_fixed(tmp_path):
+    """The run's ``freeze=[model.visual]`` (was ``model.freeze=[visual]``)."""
+    trainer, towers = _trainer(tmp_path, max_steps=2)
+    trainer = Trainer(trainer.model, trainer.task, _CountingClip(), trainer.dataset,
+                      trainer.cfg, tmp_path, freeze=["model.visual"])
+    visual = copy.deepcopy(trainer.model.visual.state_dict())
+    text = copy.deepcopy(trainer.model.text.state_dict())
+    trainer.fit()
+    assert not trainer.model.visual.training  # frozen modules stay in eval mode
+    for k, v in trainer.model.visual.state_dict().items():
+        assert torch.equal(v, visual[k]), k
+    assert any(not torch.equal(v, text[k]) for k, v in trainer.model.text.state_dict().items())
+    with pytest.raises(mmret.errors.ConfigError, match="freeze: no module 'model.vision'"):
+        Trainer(trainer.model, trainer.task, _CountingClip(), trainer.dataset, trainer.cfg,
+                tmp_path, freeze=["model.vision"])
 
 
 def test_non_finite_loss_is_reported(tmp_path):
@@ -283,6 +312,8 @@ def test_non_finite_loss_is_reported(tmp_path):
 
 
 class _TwoCaptionDataset(_PairDataset):
+    captions_per_sample = 2
+
     def __getitem__(self, key):
         item = super().__getitem__(key)
         i = item["image_id"]
@@ -293,7 +324,9 @@ class _TwoCaptionDataset(_PairDataset):
 def test_trainer_runs_k_captions_per_image_with_text_mask(tmp_path):
     towers = _tiny_towers()
     cfg = TrainerConfig(max_steps=2, batch_size=4, num_workers=0, log_every=1, device="cpu")
-    collate = ImageTextCollator(towers.tokenizer, captions_per_image=2)
+    dataset = _TwoCaptionDataset()
+    task = _task(towers, dataset)
+    assert task.collate_fn().k == 2
     seen = {}
 
     class Spy(Objective):
@@ -307,7 +340,7 @@ def test_trainer_runs_k_captions_per_image_with_text_mask(tmp_path):
             seen.update(text=inputs["text_features"].shape, mask=inputs["text_mask"].clone())
             return self.inner(**inputs)
 
-    trainer = Trainer(towers.model, Spy(), _TwoCaptionDataset(), collate, cfg, tmp_path)
+    trainer = Trainer(towers.model, task, Spy(), dataset, cfg, tmp_path)
     history = trainer.fit()
     assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
     assert seen["text"][0] == 8 and seen["mask"].shape == (8,)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mmret.engine.builders import build_towers, seed_everything
+from mmret.engine.builders import absolute_path, build_towers, seed_everything
 from mmret.engine.config import conf_dir, data_config, eval_config, register_configs
-from mmret.engine.run import evaluate_towers, prepare_eval_data, run_training
+from mmret.engine.evaluation import build_eval_sets, eval_options, evaluate_model
+from mmret.engine.run import run_training
 
 register_configs()
 
@@ -35,8 +38,15 @@ def test_training_learns_on_a_small_set(shapes100, tmp_path):
         ])
     seed_everything(int(cfg.seed))
     untrained = build_towers(cfg.model)
-    data = prepare_eval_data(data_config(cfg.data), "train", untrained.eval_transform)
-    before = evaluate_towers(untrained, data, eval_config(cfg.eval), torch.device("cpu"), True)
+    dcfg, ecfg = data_config(cfg.data), eval_config(cfg.eval)
+    sets = build_eval_sets(dcfg, Path(absolute_path(dcfg.root)), untrained, "train",
+                           ["image_text"])
+    results, _ = evaluate_model(
+        untrained.model, sets, eval_options(ecfg, untrained.tokenizer, torch.device("cpu")),
+        name="untrained", data_name=dcfg.name, split="train", ecfg=ecfg,
+    )
+    before = next(iter(results.values()))
+    data = sets["image_text"]
 
     out = run_training(cfg, tmp_path / "run")
     after = next(iter(out["results"].values()))

@@ -325,7 +325,7 @@ class _FakeImages:
     """Replaces image loading in the datasets so toy splits need no files."""
 
     def __init__(self, monkeypatch):
-        monkeypatch.setattr("mmret.data.multilingual.load_image", lambda path: path)
+        monkeypatch.setattr("mmret.data.images.load_image", lambda path: path)
 
     @staticmethod
     def transform(path):
@@ -336,22 +336,26 @@ def test_one_to_k_masks_missing_languages(monkeypatch):
     _FakeImages(monkeypatch)
     ds = OneToKDataset(_toy_split(), ["en", "de"], transform=_FakeImages.transform, seed=3)
     assert len(ds) == 3 and ds.image_indices == [0, 1, 2]  # image 3 has no caption at all
+    # items are the collate's sample format: K captions in ds.langs order, None = missing
+    assert ds.captions_per_sample == 2 and ds.langs == ["en", "de"]
+    assert ds.sample_fields == ("image", "caption", "image_id")
     first = ds[0]
-    assert first["image"].item() == 0 and first["langs"] == ["en", "de"]
-    assert first["caption_mask"].tolist() == [True, True]
-    assert (first["captions"][0][-1], first["captions"][1][-1]) in {
+    assert set(first) == {"image", "caption", "image_id"}
+    assert first["image"].item() == 0 and len(first["caption"]) == 2
+    assert all(c is not None for c in first["caption"])
+    assert (first["caption"][0][-1], first["caption"][1][-1]) in {
         ("a", "a"),
         ("b", "b"),
     }  # same slot
     second, third = ds[1], ds[2]
-    assert second["captions"] == ["e1", ""] and second["caption_mask"].tolist() == [True, False]
-    assert third["captions"] == ["", "d2"] and third["caption_mask"].tolist() == [False, True]
+    assert second["caption"] == ["e1", None]  # never an empty-string "caption"
+    assert third["caption"] == [None, "d2"]
     assert third["image_id"] == 2
     slots = set()
     for epoch in range(12):
         ds.set_epoch(epoch)
-        slots.add(ds[0]["captions"][0])
-        assert ds[0]["captions"] == ds[0]["captions"]  # same (seed, epoch, index), same draw
+        slots.add(ds[0]["caption"][0])
+        assert ds[0]["caption"] == ds[0]["caption"]  # same (seed, epoch, index), same draw
     assert slots == {"e0a", "e0b"}
     with pytest.raises(KeyError, match="available"):
         OneToKDataset(_toy_split(), ["en", "fr"])
@@ -367,7 +371,7 @@ def test_one_to_k_on_generator_output_keeps_captions_parallel(shapes):
         item = tok[index]
         slots = {
             m.captions[lang].index(c)
-            for lang, c in zip(item["langs"], item["captions"], strict=True)
+            for lang, c in zip(tok.langs, item["caption"], strict=True)
         }
         assert len(slots) == 1  # caption c of the same image in every language
         assert item["text"].shape == (3, 4) and item["image"].shape == (3, 64, 64)

@@ -19,9 +19,8 @@ import pytest
 import torch
 
 import mmret
-from mmret.engine.config import DataConfig, TrainMode
-from mmret.engine.data import build_train_dataset
-from mmret.engine.run import build_collate
+from mmret.engine.data import build_source
+from mmret.tasks import create_task
 from mmret.towers import Towers
 from mmret.towers.tokenizers import HashTokenizer, HFTokenizer
 
@@ -176,9 +175,14 @@ def test_training_collate_uses_the_towers_tokenizer(
         "hf": lambda: request.getfixturevalue("minilm_tokenizer"),
     }[which]()
     towers = Towers(None, tiny_towers.eval_transform, tiny_towers.eval_transform, tokenizer)
-    dcfg = DataConfig(root=str(synthetic), train_mode=TrainMode.one_to_k, train_languages=LANGS)
-    dataset = build_train_dataset(dcfg, synthetic, towers.train_transform, towers.eval_transform)
-    collate = build_collate(towers, dcfg)
+    node = {"_target_": "mmret.data.sources.multilingual_train", "mode": "one_to_k",
+            "languages": LANGS, "format": "iglue", "source": "iglue", "image_root": "."}
+    dataset = build_source(node, "data.train", root=synthetic,
+                           image_transform=towers.train_transform,
+                           eval_transform=towers.eval_transform)
+    task = create_task("image_text")
+    task.setup(towers, dataset)
+    collate = task.collate_fn()
     assert collate.tokenizer is tokenizer and collate.k == len(LANGS)
     items = [dataset[(i, 100 + i)] for i in range(3)]
     batch = collate(items)

@@ -28,7 +28,7 @@ def shapes40(tmp_path_factory):
     return root
 
 
-COMMON = ["experiment=shapes_clip", "data.max_train_images=8", "trainer.max_steps=2",
+COMMON = ["experiment=shapes_clip", "data.train.max_images=8", "trainer.max_steps=2",
           "trainer.warmup_steps=1", "trainer.log_every=1", "trainer.num_workers=0",
           "trainer.device=cpu", "trainer.num_threads=1", "trainer.checkpoint_every=1",
           "logger.progress_bar=false", "logger.plots=false"]
