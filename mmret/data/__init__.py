@@ -1,5 +1,5 @@
 """Datasets of mmret: the synthetic shapes benchmark (``mmret.data.synthetic``) and loaders
-for the dataset formats of METHODS.md section 8.
+for the dataset formats of docs/methods.md section 8.
 
 - image-text retrieval: :func:`load_karpathy`, :func:`load_albef` -> :class:`RetrievalSplit`,
   :class:`ImageTextTrainDataset`;

@@ -3,7 +3,7 @@ training datasets for 1-to-K contrastive learning and random-language 1-to-1 tra
 
 All loaders return a :class:`MultilingualSplit`: one shared image list and, per language,
 its captions and their image indices, so that every language is evaluated on the same
-image set (METHODS.md section 7, cross-lingual protocol).
+image set (docs/methods.md section 7, cross-lingual protocol).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exact chunked retrieval metrics (METHODS.md §4 and §7).
+"""Exact chunked retrieval metrics (docs/methods.md §4 and §7).
 
 Every metric is built on one rank engine (:mod:`mmret.metrics.ranking`): exact 0-based
 ranks with the stable tie rule, fp32 scores computed ``chunk_size`` query rows at a time,

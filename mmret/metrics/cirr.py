@@ -1,4 +1,4 @@
-"""CIRR composed image retrieval metrics and test-server submission (METHODS.md §7).
+"""CIRR composed image retrieval metrics and test-server submission (docs/methods.md §7).
 
 Protocol: the query's reference image is removed from the gallery (the whole split's
 images). ``R@K`` (K = 1, 5, 10, 50) ranks against that gallery; ``R_subset@K``

@@ -1,4 +1,4 @@
-"""Cross-lingual image–text retrieval and Mean Rank Variance (METHODS.md §4, §7)."""
+"""Cross-lingual image–text retrieval and Mean Rank Variance (docs/methods.md §4, §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FashionIQ composed image retrieval metrics (METHODS.md §7).
+"""FashionIQ composed image retrieval metrics (docs/methods.md §7).
 
 Per category (dress, shirt, toptee): R@10 and R@50 of the target image, with the gallery
 = all images of that category's split (``protocol`` "gallery=category_split_all_images").

@@ -1,4 +1,4 @@
-"""Image–text retrieval metrics (COCO, Flickr30K, Multi30K, ...; METHODS.md §7)."""
+"""Image–text retrieval metrics (COCO, Flickr30K, Multi30K, ...; docs/methods.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exact, chunked ranking of gold items in a gallery (METHODS.md §7).
+"""Exact, chunked ranking of gold items in a gallery (docs/methods.md §7).
 
 Definitions (all ranks are 0-based). For a query with score vector ``s`` over a gallery
 (``s_j = q · x_j`` in fp32) and a gold item at gallery index ``b`` with score ``g = s_b``::

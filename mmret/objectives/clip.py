@@ -1,4 +1,4 @@
-"""CLIP InfoNCE (METHODS.md §1), with multi-positive targets and distributed gathering."""
+"""CLIP InfoNCE (docs/methods.md §1), with multi-positive targets and distributed gathering."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""1-to-K cross-lingual contrastive learning (METHODS.md §3).
+"""1-to-K cross-lingual contrastive learning (docs/methods.md §3).
 
 Source: "Improving the Consistency in Cross-Lingual Cross-Modal Retrieval with 1-to-K
 Contrastive Learning" (KDD 2024). Every image comes with its caption in K languages and

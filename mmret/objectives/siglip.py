@@ -1,4 +1,4 @@
-"""SigLIP pairwise sigmoid loss (METHODS.md §2)."""
+"""SigLIP pairwise sigmoid loss (docs/methods.md §2)."""
 
 from __future__ import annotations
 
