@@ -177,7 +177,9 @@ def minilm():
 
 def _reference_spearman(model, pairs: STSPairs, batch_size: int) -> float:
     try:
-        from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+        from sentence_transformers.sentence_transformer.evaluation import (
+            EmbeddingSimilarityEvaluator,
+        )
     except ImportError:  # sentence-transformers < 6
         from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
