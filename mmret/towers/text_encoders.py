@@ -68,11 +68,34 @@ class SentenceEncoder(nn.Module):
         features = self.head(pooled) if (self.training and self.head is not None) else pooled
         return {"pooled": pooled, "features": features}
 
-    def _batches(self, texts: Sequence[str], batch_size: int, view: int) -> Iterator[tuple[list[int], dict]]:
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            yield rows, self.tokenize([texts[i] for i in rows], view=view)
+    #: sentences tokenized per call in :meth:`encode` (bounds the padded id matrix)
+    encode_chunk = 8192
+
+    def _lengths(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """Real-token count per row if every row is right-padded, else None."""
+        mask = tokens.get("attention_mask")
+        if mask is None:
+            return None
+        mask = mask.long()
+        if not torch.equal(mask.cummin(dim=1).values, mask):
+            return None
+        return mask.sum(dim=1)
+
+    def _batches(self, texts: Sequence[str], batch_size: int, view: int) -> Iterator[tuple[torch.Tensor, dict]]:
+        """Batches of rows sorted by token length, each trimmed to its longest row."""
+        for start in range(0, len(texts), self.encode_chunk):
+            tokens = self.tokenize(texts[start : start + self.encode_chunk], view=view)
+            lengths = self._lengths(tokens)
+            n = len(next(iter(tokens.values())))
+            order = torch.argsort(-lengths, stable=True) if lengths is not None else torch.arange(n)
+            for b in range(0, n, batch_size):
+                rows = order[b : b + batch_size]
+                width = int(lengths[rows].max()) if lengths is not None else None
+                batch = {
+                    k: (v[rows, :width] if v.dim() == 2 else v[rows]) if isinstance(v, torch.Tensor) else v
+                    for k, v in tokens.items()
+                }
+                yield rows + start, batch
 
     def encode(
         self,
@@ -84,8 +107,9 @@ class SentenceEncoder(nn.Module):
     ) -> torch.Tensor:
         """Pooled embeddings (N, d) on the model's device, without gradient.
 
-        ``texts``: a list of strings (sorted by length internally for less padding, then
-        restored to input order) or already tokenized input (a dict of (N, L) tensors, or
+        ``texts``: a list of strings (tokenized ``encode_chunk`` at a time, batched by
+        token length and each batch trimmed to its longest row when the tokenizer pads on
+        the right, then restored to input order) or already tokenized input (a dict of (N, L) tensors, or
         token ids for the tiny tower). ``dropout=True`` encodes in train mode (the RFD
         protocol); the module's mode is restored afterwards.
         """
@@ -105,7 +129,7 @@ class SentenceEncoder(nn.Module):
                     out = torch.empty(len(texts), self.dim, device=self.device)
                     for rows, batch in self._batches(texts, batch_size, view):
                         pooled = self.pool(**self._to_device(batch))
-                        out[torch.tensor(rows, device=self.device)] = pooled.to(out.dtype)
+                        out[rows.to(self.device)] = pooled.to(out.dtype)
         finally:
             self.train(was_training)
         return torch.nn.functional.normalize(out, dim=-1) if normalize else out
