@@ -7,6 +7,7 @@ on the inputs' device.
 
 from mmret.metrics.cirr import cirr_metrics, cirr_ranks, write_cirr_submission
 from mmret.metrics.cross_lingual import cross_lingual_retrieval, mean_rank_variance, rank_spread
+from mmret.metrics.embedding import alignment, alignment_uniformity, collect_rfd, uniformity
 from mmret.metrics.fashioniq import (
     FASHIONIQ_CATEGORIES,
     FASHIONIQ_PROTOCOL,
@@ -26,15 +27,19 @@ from mmret.metrics.ranking import (
     gold_ranks,
     image_text_ranks,
 )
+from mmret.metrics.sts import sts_all, sts_spearman
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "FASHIONIQ_CATEGORIES",
     "FASHIONIQ_PROTOCOL",
     "GoldSets",
+    "alignment",
+    "alignment_uniformity",
     "chunked_topk",
     "cirr_metrics",
     "cirr_ranks",
+    "collect_rfd",
     "combine_fashioniq_metrics",
     "cross_lingual_retrieval",
     "fashioniq_metrics",
@@ -46,5 +51,8 @@ __all__ = [
     "median_rank",
     "rank_spread",
     "recall_at_k",
+    "sts_all",
+    "sts_spearman",
+    "uniformity",
     "write_cirr_submission",
 ]

@@ -2,6 +2,7 @@
 
 # Importing an objective's module registers it.
 from mmret.objectives import clip, one_to_k, siglip  # noqa: F401
+from mmret.objectives import text as text_objectives  # noqa: F401
 from mmret.objectives.base import (
     OBJECTIVES,
     CombinedObjective,

@@ -1,0 +1,25 @@
+"""Analysis tools: the gradient paradigm's GD, W and R (docs/methods.md §T1.3, §T1.7)."""
+
+from mmret.analysis.gradient import (
+    PARADIGM_LOSSES,
+    ParadigmTerms,
+    arccon_terms,
+    infonce_terms,
+    mat_terms,
+    met_terms,
+    mpt_terms,
+    paradigm_gradient,
+    paradigm_terms,
+)
+
+__all__ = [
+    "PARADIGM_LOSSES",
+    "ParadigmTerms",
+    "arccon_terms",
+    "infonce_terms",
+    "mat_terms",
+    "met_terms",
+    "mpt_terms",
+    "paradigm_gradient",
+    "paradigm_terms",
+]
