@@ -1,4 +1,4 @@
-"""Analysis tools: the gradient paradigm's GD, W and R (docs/methods.md §T1.3, §T1.7)."""
+"""Analysis tools: the gradient paradigm's GD, W and R (docs/methods.md §9)."""
 
 from mmret.analysis.gradient import (
     PARADIGM_LOSSES,

@@ -1,5 +1,5 @@
 """Per-sample gradient dissipation (GD), weights (W) and ratio (R) in closed form
-(docs/methods.md §T1.3).
+(docs/methods.md §9).
 
 For each anchor i the gradient of the contrastive losses takes the form
 

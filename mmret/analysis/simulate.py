@@ -1,4 +1,4 @@
-"""Simulations of the gradient paradigm's GD, W and R (docs/methods.md §T1.7).
+"""Simulations of the gradient paradigm's GD, W and R (docs/methods.md §9).
 
 ``mmret-gradient-sim gd|w|r --out DIR`` writes CSV files and PNG plots (matplotlib Agg):
 

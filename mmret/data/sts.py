@@ -1,4 +1,4 @@
-"""Readers for sentence-similarity and sentence-corpus files (docs/methods.md §T1.1, §T1.8).
+"""Readers for sentence-similarity and sentence-corpus files (docs/methods.md §9, §11).
 
 - :func:`read_stsb`: STS Benchmark ``sts-{train,dev,test}.csv``, tab-separated
   ``genre, file, year, id, score, sentence1, sentence2`` (extra trailing columns ignored);

@@ -1,4 +1,4 @@
-"""Alignment, uniformity and the RFD / FDI fitting-difficulty metric (docs/methods.md §T2.1).
+"""Alignment, uniformity and the RFD / FDI fitting-difficulty metric (docs/methods.md §10).
 
 - ``alignment(x, y) = mean_i ‖f(x_i) − f(y_i)‖^α`` (α = 2) and
   ``uniformity(x) = log mean_{i<j} exp(−t ‖f(x_i) − f(x_j)‖²)`` (t = 2), Wang & Isola, with

@@ -1,5 +1,5 @@
 """STS evaluation: cosine Spearman / Pearson ×100 and SentEval's aggregation
-(docs/methods.md §T1.8).
+(docs/methods.md §11).
 
 ``sts_spearman`` encodes the sentences of the pairs (each distinct sentence once, in
 batches), scores each pair by cosine, and correlates with the gold scores. For the

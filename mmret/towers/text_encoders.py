@@ -1,4 +1,4 @@
-"""Text-only sentence encoders for sentence-embedding training (docs/methods.md §T1.1).
+"""Text-only sentence encoders for sentence-embedding training (docs/methods.md §9).
 
 :class:`SentenceEncoder` is one nn.Module API over three backbones:
 

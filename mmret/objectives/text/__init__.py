@@ -1,4 +1,4 @@
-"""Sentence-embedding objectives (docs/methods.md §T1–§T2).
+"""Sentence-embedding objectives (docs/methods.md §9–§10).
 
 Every objective here takes the two views of a batch of sentences as keyword tensors:
 

@@ -1,4 +1,4 @@
-"""Contrastive sentence-embedding losses: InfoNCE, ArcCon, MPT, MET, MAT (docs/methods.md §T1.2).
+"""Contrastive sentence-embedding losses: InfoNCE, ArcCon, MPT, MET, MAT (docs/methods.md §9).
 
 All work on ``S = cos(anchor, [positive; negative])`` (N, N+M); ``s_ii`` is the positive of
 row i and every column ``j ≠ i`` one of its negatives (in-batch positives of the other
@@ -112,7 +112,7 @@ class _TripletObjective(_PairObjective):
     """Shared hardest-negative logic of MPT/MET/MAT.
 
     ``hardest_negative="row"`` (UnderstandingCSE): anchor i's hardest negative among all
-    candidate columns ``j ≠ i``. ``"column"`` (the ICLR 2023 predecessor, §T1.9): for
+    candidate columns ``j ≠ i``. ``"column"`` (the ICLR 2023 predecessor, §9): for
     positive i, the hardest *anchor* ``k ≠ i`` (square batches only, no hard negatives).
     """
 

@@ -1,4 +1,4 @@
-"""NGCSE's hierarchical triplet objective (docs/methods.md §T2.2).
+"""NGCSE's hierarchical triplet objective (docs/methods.md §10).
 
 ``L = InfoNCE(anchor, [positive; negative]) + β · L_level`` with the level term on the rows
 that carry generated levels (the reference's ``aigen`` rows)::

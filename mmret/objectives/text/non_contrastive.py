@@ -1,5 +1,5 @@
 """Non-contrastive sentence-embedding losses with the paradigm's three knobs
-(docs/methods.md §T1.5): ``mhe``, ``mhs``, ``vicreg_surrogate``, ``barlow_twins_surrogate``.
+(docs/methods.md §9): ``mhe``, ``mhs``, ``vicreg_surrogate``, ``barlow_twins_surrogate``.
 
 Notation: ``h`` = normalised ``anchor_features`` (view 0), ``h'`` = normalised
 ``positive_features`` (view 1), B rows; ``sg(·)`` = detach. Alignment per pair

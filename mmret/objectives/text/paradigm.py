@@ -1,6 +1,6 @@
-"""The gradient paradigm written as a loss (the reference's ``sg``; docs/methods.md §T1.4).
+"""The gradient paradigm written as a loss (the reference's ``sg``; docs/methods.md §9).
 
-The paradigm (§T1.3) says every contrastive loss has the per-anchor gradient
+The paradigm (§9) says every contrastive loss has the per-anchor gradient
 ``∂L_i/∂h_i = GD · Σ_{j≠i} W_ij (h'_j − R · h'_i)``. This objective sets each factor by
 hand so the three can be studied one at a time:
 
