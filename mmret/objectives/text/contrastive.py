@@ -126,6 +126,20 @@ class _TripletObjective(_PairObjective):
         self.margin = float(margin)
         self.hardest_negative = hardest_negative
 
+    def triplet_loss(self, sim: torch.Tensor) -> torch.Tensor:
+        """The loss on the oriented similarity matrix (positives on the diagonal)."""
+        raise NotImplementedError
+
+    def compute(
+        self,
+        anchor_features: torch.Tensor,
+        positive_features: torch.Tensor,
+        negative_features: torch.Tensor | None = None,
+        **_: Any,
+    ) -> dict[str, torch.Tensor]:
+        sim = self._oriented(anchor_features, positive_features, negative_features)
+        return {f"{self.name}_loss": self.triplet_loss(sim)}
+
     def _oriented(
         self,
         anchor_features: torch.Tensor,
@@ -156,16 +170,8 @@ class MPTObjective(_TripletObjective):
     def __init__(self, weight: float = 1.0, margin: float = 0.23, hardest_negative: str = "row"):
         super().__init__(weight, margin, hardest_negative)
 
-    def compute(
-        self,
-        anchor_features: torch.Tensor,
-        positive_features: torch.Tensor,
-        negative_features: torch.Tensor | None = None,
-        **_: Any,
-    ) -> dict[str, torch.Tensor]:
-        sim = self._oriented(anchor_features, positive_features, negative_features)
-        loss = F.relu(hardest(sim, largest=True) - sim.diagonal() + self.margin).mean()
-        return {"mpt_loss": loss}
+    def triplet_loss(self, sim: torch.Tensor) -> torch.Tensor:
+        return F.relu(hardest(sim, largest=True) - sim.diagonal() + self.margin).mean()
 
 
 @register_objective("met")
@@ -176,17 +182,9 @@ class METObjective(_TripletObjective):
     def __init__(self, weight: float = 1.0, margin: float = 0.45, hardest_negative: str = "row"):
         super().__init__(weight, margin, hardest_negative)
 
-    def compute(
-        self,
-        anchor_features: torch.Tensor,
-        positive_features: torch.Tensor,
-        negative_features: torch.Tensor | None = None,
-        **_: Any,
-    ) -> dict[str, torch.Tensor]:
-        sim = self._oriented(anchor_features, positive_features, negative_features)
+    def triplet_loss(self, sim: torch.Tensor) -> torch.Tensor:
         dist = torch.sqrt(torch.clamp(2 - 2 * sim, min=1e-4))
-        loss = F.relu(dist.diagonal() - hardest(dist, largest=False) + self.margin).mean()
-        return {"met_loss": loss}
+        return F.relu(dist.diagonal() - hardest(dist, largest=False) + self.margin).mean()
 
 
 @register_objective("mat")
@@ -198,14 +196,8 @@ class MATObjective(_TripletObjective):
     def __init__(self, weight: float = 1.0, margin: float = 0.15, hardest_negative: str = "row"):
         super().__init__(weight, margin, hardest_negative)
 
-    def compute(
-        self,
-        anchor_features: torch.Tensor,
-        positive_features: torch.Tensor,
-        negative_features: torch.Tensor | None = None,
-        **_: Any,
-    ) -> dict[str, torch.Tensor]:
-        sim = self._oriented(anchor_features, positive_features, negative_features)
+    def triplet_loss(self, sim: torch.Tensor) -> torch.Tensor:
         theta = torch.acos(sim.clamp(-1 + ACOS_EPS, 1 - ACOS_EPS))
-        loss = F.relu(theta.diagonal() - hardest(theta, largest=False) + self.margin * math.pi)
-        return {"mat_loss": loss.mean()}
+        return F.relu(
+            theta.diagonal() - hardest(theta, largest=False) + self.margin * math.pi
+        ).mean()
