@@ -284,10 +284,18 @@ def read_manifest(path: str | os.PathLike) -> ShardManifest:
                          str(meta["fingerprint"]), dict(meta.get("source", {})))
 
 
+def _bytes(value: Any) -> Any:
+    if isinstance(value, io.BytesIO):
+        return value.getvalue()
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    return value
+
+
 def decode_record(sample: dict[str, Any]) -> dict[str, Any]:
     """A raw tar sample (``field -> bytes``, from ``webdataset`` or ``wids``, whose field
     names start with a dot) with its ``json`` parsed (other fields bytes)."""
-    out = {k if k.startswith("__") else k.lstrip("."): v for k, v in sample.items()}
+    out = {k if k.startswith("__") else k.lstrip("."): _bytes(v) for k, v in sample.items()}
     if "json" in out and isinstance(out["json"], (bytes, bytearray)):
         out["json"] = json.loads(bytes(out["json"]).decode("utf-8"))
     return out

@@ -12,26 +12,27 @@ with K captions cycling (K > 1), as :class:`~mmret.data.retrieval.ImageTextTrain
     (the same run trains to the same losses from the folder or from the shards).
 
 :class:`ShardImageTextStream` (``IterableDataset``, sequential ``webdataset`` tar reading)
-    Streams shards in order, never seeking. Rank ``r`` and DataLoader worker ``w`` form
+    Streams shards sequentially, never seeking. Rank ``r`` and DataLoader worker ``w`` form
     *slot* ``s = r·W + v`` (``W`` workers, ``v`` the worker's virtual slot, below) out of
     ``S = R·W``; in pass ``p`` over the data the shard order is ``randperm(num_shards, seed
     + p)`` and slot ``s`` reads shards ``s, s+S, s+2S, ...`` of it. A slot's stream is the
-    infinite concatenation of its passes; it goes through a shuffle buffer of
-    ``shuffle_buffer`` = B samples (seeded by the run seed, the slot and the start
-    position) before decoding. One epoch is ``num_samples // (batch_size·R)`` batches per
+    infinite concatenation of its passes; it goes through a shuffle buffer (below)
+    before decoding. One epoch is ``num_samples // (batch_size·R)`` batches per
     rank; global batch ``g`` of a rank (counted over epochs) is made of the next
     ``batch_size`` samples of virtual slot ``v = g mod W``, so a slot's position is a
     function of the number of batches consumed only.
 
-    **Resumption bound.** A restart (resume from a checkpoint, and every new epoch's
-    iterator) re-opens each slot's stream at its exact position ``c`` (samples emitted so
-    far) with an empty buffer. Before the restart the slot had emitted ``c`` samples out of
-    the first ``c + B`` of its stream; after it emits the samples from position ``c`` on.
-    So per slot and restart, **at most B samples are repeated and exactly as many are
-    skipped** (those still in the buffer with a position below ``c``); over a run with
-    ``S`` slots at most ``B·S`` per restart. With ``shuffle_buffer=0`` resumption is exact.
-    The same world size and ``num_workers`` must be used to resume (the slots depend on
-    them). ``tests/test_shards.py`` checks the bound.
+    **Shuffling and resumption.** The shuffle buffer holds B = ``shuffle_buffer`` raw
+    (undecoded) samples: the slot's stream is cut into consecutive blocks of B samples and
+    each block is emitted in a random order seeded by ``(seed, slot, block)``; together with
+    the per-pass shard order this mixes samples across shards and slots. A slot's output
+    is therefore a pure function of its output position ``c``, and a restart (a resume from
+    a checkpoint, or the next epoch's iterator) re-reads the block holding ``c`` and
+    continues there: **no sample is repeated or skipped (bound: 0)**, at the cost of
+    reading at most B − 1 samples twice. The bound holds when the run resumes with the same
+    world size and ``num_workers`` (the slots depend on them); with other values the rest
+    of the interrupted epoch comes from the new slot layout, so at most one epoch's samples
+    are repeated or skipped. ``tests/test_shards.py`` checks the bound.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class ShardImageTextStream(IterableDataset):
         shards: the shard folder (relative to ``root``).
         transform: image transform (seeded per sample by ``(seed, slot, position)``).
         captions_per_image: K as for the folder loader.
-        shuffle_buffer: B samples (0: no shuffling, exact resumption).
+        shuffle_buffer: B samples per shuffled block (0 or 1: stream order).
         max_images: use the first images of the shard set only.
         with_position: add ``stream_position`` ``(slot, position)`` to every sample (audits).
     """
@@ -308,20 +309,24 @@ class ShardImageTextStream(IterableDataset):
             pass_index += 1
 
     def shuffled(self, slot: int, start: int) -> Iterator[tuple[int, Any]]:
-        """The slot's stream from ``start`` through the shuffle buffer."""
-        stream = self.slot_stream(slot, start)
-        if self.shuffle_buffer == 0:
-            yield from stream
+        """The slot's stream from output position ``start`` on, block-shuffled: output
+        block ``k`` is the stream's samples ``[k·B, (k+1)·B)`` in the order
+        ``randperm(B)`` seeded by ``(seed, slot, k)``, so output position ``n`` is a pure
+        function of ``n`` and a restart anywhere continues exactly."""
+        size = self.shuffle_buffer
+        if size <= 1:
+            yield from self.slot_stream(slot, start)
             return
-        rng = random.Random(_mix(self.seed, slot, start))
-        buffer: list[tuple[int, Any]] = []
-        for item in stream:
-            buffer.append(item)
-            if len(buffer) <= self.shuffle_buffer:
-                continue
-            i = rng.randrange(len(buffer))
-            buffer[i], buffer[-1] = buffer[-1], buffer[i]
-            yield buffer.pop()
+        block, skip = divmod(start, size)
+        stream = self.slot_stream(slot, block * size)
+        while True:
+            items = [next(stream) for _ in range(size)]  # the stream is infinite
+            order = list(range(size))
+            random.Random(_mix(self.seed, slot, block)).shuffle(order)
+            for i in order[skip:]:
+                yield items[i]
+            skip = 0
+            block += 1
 
     def _decode(self, slot: int, position: int, unit: tuple[dict[str, Any], int, int]
                 ) -> dict[str, Any]:
@@ -387,8 +392,7 @@ def shard_stream(
     max_images: int | None = None,
 ) -> ShardImageTextStream:
     """Source: image-text training samples streamed from ``root/shards`` (per-rank and
-    per-worker shard splitting, shuffle buffer, at most ``shuffle_buffer`` samples
-    repeated / skipped per loader slot on a restart)."""
+    per-worker shard splitting, block shuffle buffer, exact resumption)."""
     return ShardImageTextStream(shards, image_transform, captions_per_image, shuffle_buffer,
                                 max_images, root, seed)
 
