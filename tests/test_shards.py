@@ -163,7 +163,7 @@ def test_stream_slots_split_the_shards_over_ranks_and_workers(train_shards):
         shards = stream.slot_shards(slot, 0)
         count = sum(units[s] for s in shards)
         units_of_slot = itertools.islice(stream.slot_stream(slot, 0), count)
-        seen += [(u[1], u[2]) for _, u in units_of_slot]
+        seen += [(u[2], u[3]) for _, u in units_of_slot]  # (image, caption)
     assert sorted(seen) == sorted((i, j) for i in range(32) for j in range(5))
     with pytest.raises(ValueError, match="at least 16"):
         _stream(train_shards, 0, world=4, workers=4)

@@ -271,8 +271,9 @@ class ShardImageTextStream(IterableDataset):
         order = [self.active[i] for i in torch.randperm(len(self.active), generator=generator)]
         return order[slot :: self.num_slots]
 
-    def _read_shard(self, shard: int, skip: int) -> Iterator[tuple[dict[str, Any], int, int]]:
-        """``(raw record, image index, caption)`` units of ``shard`` after the first ``skip``."""
+    def _read_shard(self, shard: int, skip: int) -> Iterator[tuple[bytes, list[str], int, int]]:
+        """``(image bytes, captions, image index, caption)`` units of ``shard`` after the
+        first ``skip`` (the record's JSON parsed once for all its units)."""
         from webdataset.tariterators import group_by_keys, tar_file_iterator
 
         units = self.units[shard]
@@ -287,8 +288,11 @@ class ShardImageTextStream(IterableDataset):
                 if skip >= n:
                     skip -= n
                 else:
+                    sample = decode_record(raw)
+                    image = sample[image_field_name(sample)]
+                    captions = sample["json"]["captions"]
                     for j in range(skip, n):
-                        yield raw, self.shard_start[shard] + record, j
+                        yield image, captions, self.shard_start[shard] + record, j
                     skip = 0
                 record += 1
 
@@ -328,13 +332,13 @@ class ShardImageTextStream(IterableDataset):
             skip = 0
             block += 1
 
-    def _decode(self, slot: int, position: int, unit: tuple[dict[str, Any], int, int]
+    def _decode(self, slot: int, position: int, unit: tuple[bytes, list[str], int, int]
                 ) -> dict[str, Any]:
-        raw, image_index, caption = unit
-        record = decode_record(raw)
-        image = _image(record, self.transform, _mix(self.seed, slot, position, 7))
-        sample = _sample(record["json"]["captions"], image, image_index,
-                         self.captions_per_sample, caption)
+        data, captions, image_index, caption = unit
+        pil = decode_image(data)
+        with seeded_random(_mix(self.seed, slot, position, 7)):
+            image = apply_transform(pil, self.transform)
+        sample = _sample(captions, image, image_index, self.captions_per_sample, caption)
         if self.with_position:
             sample["stream_position"] = (slot, position)
         return sample
