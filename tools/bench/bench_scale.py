@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
     from mmret.data.synthetic import generate
     from tests.distributed_utils import run_distributed
 
@@ -142,8 +144,10 @@ def main() -> None:
         f"| 2 (gloo, sharded encoding) | {evals[2][0]:.2f} | {evals[1][0] / evals[2][0]:.2f}× "
         f"| {evals[2][1]:.4f} |",
         "",
-        "Both processes share the machine's 2 cores with each other (and with other work); "
-        "the metrics are identical (tests/test_distributed_eval.py checks exact equality).",
+        "Both processes share the machine's 2 cores with each other and with other work "
+        f"(load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
+        "the numbers are noisy); the metrics are identical (tests/test_distributed_eval.py "
+        "checks exact equality).",
     ]
     write_section("scale", "\n".join(lines))
     out = ROOT / "tools" / "bench" / "results" / "scale.json"
