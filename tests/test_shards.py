@@ -285,3 +285,16 @@ def test_streamed_training_killed_resumes_exactly(shapes40, tmp_path, monkeypatc
     resumed = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "killed", "train")}
     assert sorted(resumed) == sorted(straight) == [1, 2, 3, 4, 5, 6]
     assert resumed == straight  # steps 3-6 re-run from step 2's checkpoint, same batches
+
+
+def test_synth_cli_writes_shards(tmp_path):
+    from mmret.data.synthetic.cli import main as synth_main
+
+    out = tmp_path / "synth"
+    assert synth_main(["--out", str(out), "--images", "12", "--size", "16", "--workers", "1",
+                       "--quiet", "--shards", "train,test", "--shard-maxcount", "4"]) == 0
+    train = read_manifest(out / "shards" / "train")
+    split = load_karpathy(out / ANNOTATION, out, "train")
+    assert (train.num_samples, train.num_captions) == (split.num_images, split.num_texts)
+    assert len(train.shards) == -(-split.num_images // 4)
+    assert read_manifest(out / "shards" / "test").num_samples >= 1
