@@ -16,6 +16,8 @@ equals the single-process gradient of the loss on the concatenated batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 
@@ -54,3 +56,98 @@ def gather_features(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     dist.all_gather(parts, x.detach().contiguous())
     parts[get_rank()] = x
     return torch.cat(parts, dim=0)
+
+
+# --------------------------------------------------------------------------- sharded encoding
+
+
+def shard_range(
+    total: int, rank: int | None = None, world_size: int | None = None, align: int = 1
+) -> range:
+    """The rows ``[start, stop)`` of ``total`` that ``rank`` encodes, in whole blocks of
+    ``align`` rows (the encoding batch size): the ``ceil(total / align)`` blocks are split
+    into ``world_size`` contiguous runs of ``⌊b·(r+1)/W⌋ − ⌊b·r/W⌋`` blocks. Aligning to
+    batches means every row is encoded in the same batch as on a single process, so the
+    gathered features are bit-identical to a single process's. Shards may be uneven or
+    empty. Defaults: this process's rank and world size."""
+    rank = get_rank() if rank is None else rank
+    world_size = get_world_size() if world_size is None else world_size
+    if total < 0 or align < 1:
+        raise ValueError(f"shard_range: expected total >= 0 and align >= 1, got {total}, {align}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard_range: rank {rank} outside [0, {world_size})")
+    blocks = -(-total // align)
+    first = blocks * rank // world_size
+    last = blocks * (rank + 1) // world_size
+    return range(min(first * align, total), min(last * align, total))
+
+
+def gather_encoded(local: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """All-gather per-rank row blocks of different lengths (rank-major, as
+    :func:`shard_range` assigns them) into one ``[total, ...]`` tensor on every rank.
+
+    Each rank pads its block to the longest one with zeros, one ``all_gather`` moves the
+    padded blocks and every rank drops the padding again, so the result is exact; an empty
+    block (0 rows) is allowed. ``total`` (optional) is checked against the gathered rows.
+    No gradient flows. On one process ``local`` is returned.
+    """
+    if not is_distributed():
+        if total is not None and local.shape[0] != total:
+            raise ValueError(f"gather_encoded: {local.shape[0]} rows, expected {total}")
+        return local
+    world = get_world_size()
+    device = local.device
+    dims = torch.tensor([local.shape[0], *local.shape[1:]], dtype=torch.long, device=device)
+    # ranks with rows agree on the trailing shape; an empty rank may have none (0-dim)
+    ndim = torch.tensor([local.dim()], dtype=torch.long, device=device)
+    ndims = [torch.empty_like(ndim) for _ in range(world)]
+    dist.all_gather(ndims, ndim)
+    width = int(max(int(n) for n in ndims))
+    head = torch.zeros(width, dtype=torch.long, device=device)
+    head[: dims.numel()] = dims
+    heads = [torch.empty_like(head) for _ in range(world)]
+    dist.all_gather(heads, head)
+    counts = [int(h[0]) for h in heads]
+    tail = next((tuple(int(x) for x in h[1:]) for h, c in zip(heads, counts, strict=True)
+                 if c > 0), tuple(local.shape[1:]))
+    longest = max(counts)
+    padded = torch.zeros((longest, *tail), dtype=local.dtype, device=device)
+    if local.shape[0]:
+        if tuple(local.shape[1:]) != tail:
+            raise ValueError(f"gather_encoded: rank {get_rank()} has rows of shape "
+                             f"{tuple(local.shape[1:])}, another rank {tail}")
+        padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    out = torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)], dim=0)
+    if total is not None and out.shape[0] != total:
+        raise ValueError(f"gather_encoded: gathered {out.shape[0]} rows, expected {total}")
+    return out
+
+
+def encode_sharded(
+    encode_rows: Callable[[int, int], torch.Tensor],
+    total: int,
+    batch_size: int,
+    distributed: bool = True,
+) -> torch.Tensor:
+    """Encode rows ``0..total-1`` in batches ``encode_rows(start, stop) -> [stop-start, ...]``,
+    each rank only its :func:`shard_range` (aligned to ``batch_size``), and gather the
+    result on every rank (:func:`gather_encoded`); bit-identical to one process encoding
+    everything with the same ``batch_size``. ``distributed=False`` (or one process):
+    every row here. For evaluation features, teacher caches and negative banks alike.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    shard = shard_range(total, align=batch_size) if distributed else range(total)
+    blocks = [encode_rows(start, min(start + batch_size, shard.stop))
+              for start in range(shard.start, shard.stop, batch_size)]
+    if blocks:
+        local = torch.cat(blocks)
+    else:  # an empty shard: the other ranks give the row shape
+        local = torch.zeros(0)
+    if not distributed or not is_distributed():
+        if not blocks:
+            raise ValueError("encode_sharded: nothing to encode (total = 0)")
+        return local
+    return gather_encoded(local, total)

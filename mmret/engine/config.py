@@ -99,6 +99,10 @@ class DataConfig:
             :mod:`mmret.data.sources`); it returns a dataset in the collate's sample format.
         eval: ``{protocol: {_target_: <function>, **options}}``: the evaluation set of each
             evaluation protocol (``image_text``, ``cross_lingual``, ...).
+        prepare: ``{name: {_target_: <function>, **options}}``: steps rank 0 runs once
+            after the dataset is in place and before the sources are built (e.g.
+            ``mmret.data.shards.ensure_shards`` writing the training shards when missing);
+            each receives the context argument ``root``.
     """
 
     name: str = "dataset"
@@ -109,6 +113,7 @@ class DataConfig:
     cache_images: bool = True
     train: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
+    prepare: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +132,9 @@ class EvalConfig:
             (``null``: derived from the training data, e.g. ``zero-shot from English`` or
             ``all-language fine-tuning``).
         mrv_dispersion: ``std`` (the reference) or ``var`` for the Mean Rank Variance.
+        distributed: under torchrun, every process encodes its share of the evaluation
+            images and texts and the features are gathered (same metrics as one process,
+            exactly; docs/DESIGN.md "Scaling"); ``false``: rank 0 evaluates alone.
     """
 
     batch_size: int = 256
@@ -137,6 +145,7 @@ class EvalConfig:
     during_training_protocols: list[str] | None = None
     setting: str | None = None
     mrv_dispersion: str = "std"
+    distributed: bool = True
 
 
 @dataclass

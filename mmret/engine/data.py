@@ -73,3 +73,9 @@ def ensure_dataset(cfg: DataConfig, root: Path) -> None:
             f"generated the synthetic benchmark in {root} but {cfg.check_file} is not there; "
             "check data.check_file"
         )
+
+
+def prepare_data(cfg: DataConfig, root: Path) -> None:
+    """Run the ``data.prepare`` steps (rank 0, after :func:`ensure_dataset`)."""
+    for name, node in dict(cfg.prepare or {}).items():
+        build_source(dict(node), f"data.prepare.{name}", root=root)

@@ -37,7 +37,7 @@ from mmret.engine.config import (
     logger_config,
     trainer_config,
 )
-from mmret.engine.data import build_source, ensure_dataset
+from mmret.engine.data import build_source, ensure_dataset, prepare_data
 from mmret.engine.evaluation import (
     build_eval_sets,
     eval_options,
@@ -180,6 +180,7 @@ def run_training(
     root = Path(absolute_path(dcfg.root))
     if is_main:
         ensure_dataset(dcfg, root)
+        prepare_data(dcfg, root)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(cfg, run_dir)
     _barrier()
@@ -236,13 +237,16 @@ def run_training(
     paths: dict[str, Path] = {}
     try:
         trainer.fit(resume_from)
-        if is_main and dcfg.eval:
+        sharded_eval = ecfg.distributed and is_distributed()
+        if dcfg.eval and (is_main or sharded_eval):
             sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
             options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision, task)
+            options.distributed = sharded_eval
             results, headlines = evaluate_model(
                 task.eval_model(towers.model, objective), sets, options, name=experiment, data_name=dcfg.name,
                 split=ecfg.split, ecfg=ecfg, train_source=dict(dcfg.train),
             )
+        if is_main and dcfg.eval:
             for metrics in results.values():
                 logger.log(scalar_metrics(metrics), trainer.step,
                            kind=f"final_{metrics['protocol']}_{ecfg.split}")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mmret.distributed import get_rank, get_world_size, is_distributed
 from mmret.engine import checkpoint as ckpt
@@ -78,7 +78,11 @@ class Trainer:
             provides the collate and runs the model on each batch.
         objective: an :class:`~mmret.objectives.Objective`.
         dataset: map-style dataset of samples accepted by the task's collate; keys are
-            ``(index, seed)`` pairs.
+            ``(index, seed)`` pairs. Or a *resumable stream*: an ``IterableDataset`` with
+            ``configure(batch_size=, rank=, world_size=, num_workers=, seed=)``,
+            ``batches_per_epoch`` and ``set_epoch(epoch, start_batch)``, which then yields
+            exactly ``batches_per_epoch - start_batch`` batches of ``batch_size`` samples per
+            rank (e.g. :class:`mmret.data.streaming.ShardImageTextStream`).
         cfg: validated trainer settings.
         run_dir: where ``checkpoints/last`` is written.
         seed: seeds the data order and the workers.
@@ -140,9 +144,18 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters,
             )
-        self.sampler = ResumableBatchSampler(
-            len(dataset), cfg.batch_size, seed, self.rank, self.world_size, with_seeds=True
-        )
+        self.streaming = isinstance(dataset, IterableDataset)
+        if self.streaming:
+            for member in ("configure", "set_epoch", "batches_per_epoch"):
+                if not hasattr(dataset, member):
+                    raise TypeError(f"dataset: an IterableDataset must be a resumable stream "
+                                    f"with {member!r} (see Trainer's docstring)")
+            dataset.configure(batch_size=cfg.batch_size, rank=self.rank,
+                              world_size=self.world_size, num_workers=cfg.num_workers, seed=seed)
+        else:
+            self.sampler = ResumableBatchSampler(
+                len(dataset), cfg.batch_size, seed, self.rank, self.world_size, with_seeds=True
+            )
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -242,11 +255,27 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _loader(self) -> DataLoader:
+        if self.streaming:
+            return self._stream_loader()
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
         generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
         return DataLoader(
             self.dataset,
             batch_sampler=self.sampler,
+            collate_fn=self.collate_fn,
+            num_workers=self.cfg.num_workers,
+            worker_init_fn=seed_worker,
+            generator=generator,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _stream_loader(self) -> DataLoader:
+        """A resumable stream's loader: the stream places itself at the epoch's batch."""
+        self.dataset.set_epoch(self.epoch, self.batch_in_epoch)
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.cfg.batch_size,
             collate_fn=self.collate_fn,
             num_workers=self.cfg.num_workers,
             worker_init_fn=seed_worker,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmret.data.images import ImageStore
+from mmret.distributed import encode_sharded
 from mmret.metrics.ranking import DEFAULT_CHUNK_SIZE
 from mmret.registry import Registry
 
@@ -38,6 +39,9 @@ class EvalOptions:
         extra: protocol-specific options (e.g. ``mrv_dispersion`` for ``cross_lingual``).
         task: the run's :class:`~mmret.tasks.Task` (``None`` outside a run), for protocols
             that need task-owned modules (a composed-retrieval fusion head).
+        distributed: in a process group, every rank encodes its share of the images and
+            texts (:func:`mmret.distributed.encode_sharded`) and gets all features back;
+            every rank must then run the protocol. The metrics equal one process's exactly.
     """
 
     tokenizer: Callable[[list[str]], torch.Tensor] | None = None
@@ -47,6 +51,7 @@ class EvalOptions:
     autocast: contextlib.AbstractContextManager | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     task: Any = None
+    distributed: bool = False
 
 
 Protocol = Callable[[nn.Module, Any, EvalOptions], dict[str, Any]]
@@ -111,27 +116,32 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def encode_images(model: nn.Module, images: ImageStore, options: EvalOptions) -> torch.Tensor:
-    """``FloatTensor[N, D]``: L2-normalised fp32 image embeddings, ``batch_size`` at a time."""
+    """``FloatTensor[N, D]``: L2-normalised fp32 image embeddings, ``batch_size`` at a time
+    (sharded over ranks with ``options.distributed``)."""
     model = unwrap(model)
-    out = []
-    for start in range(0, len(images), options.batch_size):
-        batch = images.batch(slice(start, start + options.batch_size)).to(options.device)
+
+    def encode(start: int, stop: int) -> torch.Tensor:
+        batch = images.batch(slice(start, stop)).to(options.device)
         with options.autocast or contextlib.nullcontext():
             features = model.encode_image(batch)
-        out.append(F.normalize(features.float(), dim=-1).cpu())
-    return torch.cat(out)
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    return encode_sharded(encode, len(images), options.batch_size, options.distributed)
 
 
 @torch.no_grad()
 def encode_texts(model: nn.Module, texts: Sequence[str], options: EvalOptions) -> torch.Tensor:
-    """``FloatTensor[M, D]``: L2-normalised fp32 text embeddings, ``batch_size`` at a time."""
+    """``FloatTensor[M, D]``: L2-normalised fp32 text embeddings, ``batch_size`` at a time
+    (sharded over ranks with ``options.distributed``)."""
     if options.tokenizer is None:
         raise ValueError("EvalOptions.tokenizer is needed to encode texts")
     model = unwrap(model)
-    out = []
-    for start in range(0, len(texts), options.batch_size):
-        tokens = options.tokenizer(list(texts[start : start + options.batch_size]))
+    tokenizer = options.tokenizer
+
+    def encode(start: int, stop: int) -> torch.Tensor:
+        tokens = tokenizer(list(texts[start:stop]))
         with options.autocast or contextlib.nullcontext():
             features = model.encode_text(tokens.to(options.device))
-        out.append(F.normalize(features.float(), dim=-1).cpu())
-    return torch.cat(out)
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    return encode_sharded(encode, len(texts), options.batch_size, options.distributed)

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="rendering processes")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--shards", default="", help="also write WebDataset shards of these splits "
+                   "(comma-separated, e.g. train,test) into OUT/shards/<split>")
+    p.add_argument("--shard-maxcount", type=int, default=1000, help="records per shard")
     return p
 
 
@@ -65,6 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
+    for split in [s.strip() for s in args.shards.split(",") if s.strip()]:
+        from mmret.data.shards import write_dataset_shards
+
+        shards = write_dataset_shards(
+            "karpathy", f"{args.out}/shards/{split}", root=args.out,
+            annotation="karpathy/dataset_shapes.json", split=split,
+            maxcount=args.shard_maxcount, overwrite=args.overwrite,
+        )
+        print(f"wrote {len(shards.shards)} shard(s) of {split} to {args.out}/shards/{split}",
+              file=sys.stderr)
     seconds = time.perf_counter() - start
     print(json.dumps(manifest["splits"]), file=sys.stderr)
     print(
