@@ -322,11 +322,11 @@ def build_bank(
         extra: JSON metadata stored in the file (e.g. the checkpoint path).
     """
     if image_ids is None:
-        if isinstance(images, torch.utils.data.Dataset):
+        if isinstance(images, (torch.utils.data.Dataset, torch.Tensor)):
             image_ids = getattr(images, "paths", None)
             if image_ids is None:
-                raise ValueError("image_ids: required when images is a Dataset without a "
-                                 "'paths' attribute")
+                raise ValueError("image_ids: required when images is a tensor or a Dataset "
+                                 "without a 'paths' attribute")
         else:
             image_ids = [str(p) for p in images]  # type: ignore[union-attr]
     ids = _check_ids(image_ids, len(image_ids))

@@ -13,14 +13,31 @@ from tqdm import tqdm
 
 from mmret.data.images import ImagePathDataset, ImageTransform
 
-ImageSource = Sequence[str | os.PathLike] | Dataset
+ImageSource = Sequence[str | os.PathLike] | Dataset | torch.Tensor
+
+
+class _TensorImages(Dataset):
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
 
 
 def image_dataset(images: ImageSource, transform: ImageTransform | None = None) -> Dataset:
-    """A dataset of images: ``images`` as given when it is a Dataset, else the paths
-    wrapped in :class:`~mmret.data.images.ImagePathDataset` with ``transform``."""
+    """A dataset of images: ``images`` as given when it is a Dataset, a FloatTensor[N, 3,
+    H, W] of already transformed images, or paths wrapped in
+    :class:`~mmret.data.images.ImagePathDataset` with ``transform``."""
     if isinstance(images, Dataset):
         return images
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise ValueError(f"images: expected an (N, 3, H, W) tensor, got "
+                             f"{tuple(images.shape)}")
+        return _TensorImages(images)
     if isinstance(images, (str, os.PathLike)):
         raise ValueError(f"images: expected a list of image paths or a Dataset, got one path "
                          f"{str(images)!r}")
@@ -56,8 +73,8 @@ def encode_images(
     (``normalize=False``), float32 on the CPU, in the images' order.
 
     The model runs in eval mode under ``torch.no_grad`` (its previous mode is restored).
-    ``images`` is a list of paths (decoded with ``transform``) or a Dataset whose items are
-    tensors or dicts with an ``"image"`` tensor.
+    ``images`` is a list of paths (decoded with ``transform``), an (N, 3, H, W) tensor, or
+    a Dataset whose items are tensors or dicts with an ``"image"`` tensor.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
