@@ -5,6 +5,7 @@
 >>> objective = mmret.create_objective("clip")          # doctest: +SKIP
 """
 
+from mmret.fusion import create_fusion
 from mmret.objectives import Objective, create_objective, list_objectives, register_objective
 from mmret.towers import TowerLoadError, Towers, create_towers, list_tower_configs
 
@@ -15,6 +16,7 @@ __all__ = [
     "TowerLoadError",
     "Towers",
     "__version__",
+    "create_fusion",
     "create_objective",
     "create_towers",
     "list_objectives",
