@@ -272,3 +272,23 @@ def test_fashioniq_format_needs_one_folder(tmp_path):
     with pytest.raises(ValueError, match="must share one folder"):
         generate_triplets(a + b, ShapesDescriber(), tmp_path / "o", format="fashioniq",
                           rank_min=1, rank_max=5, embed_fn=pixel_embed(8), progress=False)
+
+
+def test_collator_batch_fields(shapes):
+    from mmret.data.composed import ComposedCollator
+
+    c = load_cirr(shapes.cirr_root, "train", image_root=shapes.root)
+    ds = ComposedTrainDataset(c)
+    tok = lambda texts: torch.arange(3 * len(texts)).reshape(len(texts), 3)  # noqa: E731
+    batch = ComposedCollator(tok)([ds[(0, 1)], ds[(4, 2)]])
+    assert batch["reference_image"].shape == batch["target_image"].shape == (2, 3, 64, 64)
+    assert batch["text"].shape == (2, 3) and batch["modification"] == [c.modifications[0],
+                                                                       c.modifications[4]]
+    assert batch["reference_ids"].tolist() == [c.reference_index[0], c.reference_index[4]]
+    assert batch["target_ids"].tolist() == [c.target_index[0], c.target_index[4]]
+    assert torch.equal(batch["target_index"], batch["target_ids"])
+    assert torch.equal(batch["image_ids"], batch["target_ids"])
+    light = ComposedCollator(tok)([ComposedTrainDataset(c, load_images=False)[1]])
+    assert "reference_image" not in light and light["text"].shape == (1, 3)
+    with pytest.raises(ValueError, match="empty batch"):
+        ComposedCollator()([])

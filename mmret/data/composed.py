@@ -14,6 +14,8 @@ Datasets (docs/methods.md §6):
   transforms); ``load_images=False`` yields the ids and text only (stage 2 reads bank
   features instead of images).
 - :class:`ComposedGalleryDataset`: every image of the split, ``{"image", "image_id"}``.
+- :class:`ComposedCollator`: batches of query items (``reference_ids``, ``target_ids``,
+  ``target_index``, ``image_ids`` LongTensors, ``text`` tokens, stacked images).
 
 :func:`concat_composed_splits` merges splits (e.g. a generated triplet split into the
 training split), de-duplicating their images by path.
@@ -491,3 +493,40 @@ class ComposedGalleryDataset(Dataset):
             "image": apply_transform(load_image(self.paths[index]), self.transform),
             "image_id": index,
         }
+
+
+class ComposedCollator:
+    """Picklable collate function for :class:`ComposedQueryDataset` items.
+
+    Batch (B items)::
+
+        reference_image  FloatTensor[B, 3, H, W]   (when the items carry images)
+        target_image     FloatTensor[B, 3, H, W]   (when the items carry images)
+        text             LongTensor[B, L]          modification tokens (tokenizer, or the
+                                                   items' own ``text``)
+        modification     list[str]
+        reference_ids    LongTensor[B]             image-list (= bank) rows of the references
+        target_ids       LongTensor[B]             image-list (= bank) rows of the targets
+        target_index     LongTensor[B]             = target_ids (``cir_bank``'s input name)
+        image_ids        LongTensor[B]             = target_ids (multi-positive targets)
+        query_index      LongTensor[B]
+    """
+
+    def __init__(self, tokenizer: Tokenizer | None = None) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not samples:
+            raise ValueError("ComposedCollator: empty batch")
+        batch: dict[str, Any] = {"modification": [s["modification"] for s in samples]}
+        for key in ("reference_image", "target_image", "text"):
+            if key in samples[0]:
+                batch[key] = torch.stack([s[key] for s in samples])
+        if self.tokenizer is not None and "text" not in batch:
+            batch["text"] = self.tokenizer(batch["modification"])
+        for key, out in (("reference_id", "reference_ids"), ("target_id", "target_ids"),
+                         ("query_index", "query_index")):
+            batch[out] = torch.tensor([int(s[key]) for s in samples], dtype=torch.long)
+        batch["target_index"] = batch["target_ids"]
+        batch["image_ids"] = batch["target_ids"]
+        return batch
