@@ -11,7 +11,7 @@ split's images (FashionIQ: the categories' images merged), followed by the image
 ``--generated`` triplet folders not already in it (:func:`concat_composed_splits`).
 
 The model is loaded by a hook, ``load_model(checkpoint, device) -> Towers`` (default:
-``mmret.engine.checkpoint.load_model_for_inference``, imported only when the CLI runs).
+``mmret.load_checkpoint``: a self-describing checkpoint rebuilds its own towers).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ LoadModel = Callable[[str, str], Any]
 
 
 def _default_load_model(checkpoint: str, device: str) -> Any:
-    from mmret.engine.checkpoint import load_model_for_inference  # CLIs may import the engine
+    from mmret.towers.loading import load_checkpoint
 
-    return load_model_for_inference(checkpoint, device=device)
+    return load_checkpoint(checkpoint, device)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@
 ``--images`` is a folder (every .png/.jpg/.jpeg/.webp in it, sorted) or a text file with one
 path per line. ``--embed pixels`` ranks images by their down-sampled pixels (no model);
 ``--embed checkpoint`` uses the image tower of ``--checkpoint`` (loaded with
-``mmret.engine.checkpoint.load_model_for_inference``, imported only here).
+``mmret.load_checkpoint``, imported only here).
 """
 
 from __future__ import annotations
@@ -97,10 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.embed == "checkpoint":
             if not args.checkpoint:
                 raise ValueError("--embed checkpoint needs --checkpoint RUN_DIR")
-            from mmret.engine.checkpoint import load_model_for_inference
+            from mmret.towers.loading import load_checkpoint
 
-            embed_fn = model_embed(load_model_for_inference(args.checkpoint, args.device),
-                                   args.device)
+            embed_fn = model_embed(load_checkpoint(args.checkpoint, args.device), args.device)
         else:
             embed_fn = pixel_embed()
         report = generate_triplets(
