@@ -326,6 +326,21 @@ def load_fashioniq_categories(
     return {c: load_fashioniq(root, c, split, **kwargs) for c in categories}
 
 
+def first_queries(split: ComposedSplit, max_queries: int | None) -> ComposedSplit:
+    """``split`` with only its first ``max_queries`` queries (``None``: unchanged). The
+    image list stays whole, so bank rows and gallery indices keep their meaning."""
+    if max_queries is None or max_queries >= split.num_queries:
+        return split
+    if not isinstance(max_queries, int) or isinstance(max_queries, bool) or max_queries < 1:
+        raise ValueError(f"max_queries: expected a positive integer or None, got {max_queries!r}")
+    n = max_queries
+    return ComposedSplit(
+        split.name, split.gallery_names, split.gallery_paths, split.reference_index[:n],
+        split.modifications[:n], split.target_index[:n], split.members[:n],
+        split.pair_ids[:n], list(split.group_ids or [None] * split.num_queries)[:n],
+    )
+
+
 def concat_composed_splits(
     splits: Sequence[ComposedSplit], name: str | None = None
 ) -> ComposedSplit:
@@ -419,6 +434,14 @@ class ComposedQueryDataset(Dataset):
 
     def __len__(self) -> int:
         return self.split.num_queries
+
+    @property
+    def sample_fields(self) -> tuple[str, ...]:
+        """The fields every item carries (the task layer checks them at start-up)."""
+        fields = ("modification", "reference_id", "target_id", "image_id", "query_index")
+        if self.load_images:
+            fields += ("reference_image",) + (("target_image",) if self.load_targets else ())
+        return fields + (("text",) if self.tokenizer is not None else ())
 
     def _image(self, index: int, seed: int | None) -> torch.Tensor:
         image = load_image(self.split.gallery_paths[index])
