@@ -207,7 +207,8 @@ def test_cir_protocol_matches_a_naive_reference(shapes, tmp_path):
     model = towers.model.eval()
     data = composed_eval(shapes, "val", towers.eval_transform,
                          cirr={"path": "cirr", "image_root": "."},
-                         fashioniq={"path": "fashioniq", "image_root": "images"})
+                         fashioniq={"path": "fashioniq", "image_root": "images"},
+                         max_queries=8)
     categories = [n.split("/")[1] for n in data.splits if n.startswith("fashioniq/")]
     assert categories  # the tiny benchmark's val split has at least one category
     task = create_task("composed")
