@@ -5,6 +5,7 @@
 >>> objective = mmret.create_objective("clip")          # doctest: +SKIP
 """
 
+from mmret.fusion import create_fusion
 from mmret.objectives import Objective, create_objective, list_objectives, register_objective
 from mmret.towers import (
     TowerLoadError,
@@ -21,6 +22,7 @@ __all__ = [
     "TowerLoadError",
     "Towers",
     "__version__",
+    "create_fusion",
     "create_objective",
     "create_towers",
     "list_objectives",

@@ -570,7 +570,7 @@ def test_composed_train_dataset(shapes):
         c, tokenizer=lambda texts: torch.zeros(len(texts), 3, dtype=torch.long)
     )
     item = ds[2]
-    assert item["reference_image"].shape == item["image"].shape == (3, 64, 64)
-    assert not torch.equal(item["reference_image"], item["image"])  # a one-edit variant
-    assert item["caption"] == c.modifications[2] and item["target_index"] == c.target_index[2]
+    assert item["reference_image"].shape == item["target_image"].shape == (3, 64, 64)
+    assert not torch.equal(item["reference_image"], item["target_image"])  # a one-edit variant
+    assert item["modification"] == c.modifications[2] and item["target_id"] == c.target_index[2]
     assert item["text"].shape == (3,)

@@ -120,6 +120,8 @@ def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
     """``(index, sample_seed)`` of a dataset key: the sampler's ``(index, seed)`` pair or a
     plain index (seed ``None``)."""
     if isinstance(key, tuple):
+        if len(key) != 2:
+            raise KeyError(f"dataset key: expected an index or an (index, seed) pair, got {key!r}")
         index, seed = key
         return int(index), int(seed)
     return int(key), None

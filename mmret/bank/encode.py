@@ -1,0 +1,98 @@
+"""Batch-wise image encoding to RAW features (no_grad, eval mode, progress bar)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mmret.data.images import ImagePathDataset, ImageTransform
+
+ImageSource = Sequence[str | os.PathLike] | Dataset | torch.Tensor
+
+
+class _TensorImages(Dataset):
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def image_dataset(images: ImageSource, transform: ImageTransform | None = None) -> Dataset:
+    """A dataset of images: ``images`` as given when it is a Dataset, a FloatTensor[N, 3,
+    H, W] of already transformed images, or paths wrapped in
+    :class:`~mmret.data.images.ImagePathDataset` with ``transform``."""
+    if isinstance(images, Dataset):
+        return images
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise ValueError(f"images: expected an (N, 3, H, W) tensor, got "
+                             f"{tuple(images.shape)}")
+        return _TensorImages(images)
+    if isinstance(images, (str, os.PathLike)):
+        raise ValueError(f"images: expected a list of image paths or a Dataset, got one path "
+                         f"{str(images)!r}")
+    return ImagePathDataset([str(p) for p in images], transform)
+
+
+def _batch_images(batch: Any) -> torch.Tensor:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
+        return batch["image"]
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise ValueError(
+        "images: dataset items must be image tensors, dicts with an 'image' tensor or tuples "
+        f"starting with one; got a batch of type {type(batch).__name__}"
+    )
+
+
+@torch.no_grad()
+def encode_images(
+    model: nn.Module,
+    images: ImageSource,
+    transform: ImageTransform | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    *,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "encoding images",
+) -> torch.Tensor:
+    """Encode every image once: FloatTensor[N, d] of RAW ``model.encode_image`` features
+    (``normalize=False``), float32 on the CPU, in the images' order.
+
+    The model runs in eval mode under ``torch.no_grad`` (its previous mode is restored).
+    ``images`` is a list of paths (decoded with ``transform``), an (N, 3, H, W) tensor, or
+    a Dataset whose items are tensors or dicts with an ``"image"`` tensor.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if not hasattr(model, "encode_image"):
+        raise ValueError(f"model: expected a dual encoder with encode_image, got "
+                         f"{type(model).__name__}")
+    dataset = image_dataset(images, transform)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=torch.device(device).type == "cuda")
+    was_training = model.training
+    model.eval()
+    parts: list[torch.Tensor] = []
+    try:
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            x = _batch_images(batch).to(device, non_blocking=True)
+            parts.append(model.encode_image(x, normalize=False).float().cpu())
+    finally:
+        model.train(was_training)
+    if not parts:
+        raise ValueError("images: nothing to encode (0 images)")
+    return torch.cat(parts)

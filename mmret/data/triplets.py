@@ -1,0 +1,427 @@
+"""Scaling positives: generate composed-retrieval triplets from unlabelled images
+(docs/methods.md §6).
+
+Steps of :func:`generate_triplets`:
+
+1. exact duplicates are removed by content hash (sha256 of the decoded RGB pixels and
+   size), the first occurrence kept; the removed ones are counted and reported;
+2. a pluggable captioner (``list[PIL.Image] -> list[str]``, e.g. :class:`HFCaptioner`,
+   or :class:`~mmret.data.synthetic.describer.ShapesDescriber` for the shapes benchmark)
+   describes each image in a few words;
+3. ``embed_fn`` (``list[PIL.Image] -> (n, d)`` features) embeds the images; an exact
+   inner-product index (:mod:`mmret.index`, features L2-normalised) ranks every other
+   image by similarity, and each reference gets a target drawn uniformly from the ranks
+   ``[rank_min, rank_max)`` of its ranking (0 = its nearest other image): neither a
+   near-duplicate nor unrelated;
+4. the modification text comes from a template drawn uniformly from ``templates``, with
+   the fields ``{ref}`` and ``{tgt}`` (the two captions);
+5. the triplets are written in CIRR format (``captions/cap.rc2.{split}.json``,
+   ``image_splits/split.rc2.{split}.json`` with paths relative to ``out_dir``) or
+   FashionIQ format (``captions/cap.{category}.{split}.json`` with two relative captions
+   from two different templates, ``image_splits/split.{category}.{split}.json``), plus
+   ``triplets_manifest.json`` (what was done, the removed duplicates, how to load).
+
+:func:`load_generated_triplets` reads a generated folder back as a
+:class:`~mmret.data.composed.ComposedSplit`; merge it into a training split with
+:func:`~mmret.data.composed.concat_composed_splits` (or ``load_training_split``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from string import Formatter
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from mmret.data.composed import (
+    DEFAULT_FASHIONIQ_TEMPLATE,
+    FASHIONIQ_CATEGORIES,
+    ComposedSplit,
+    concat_composed_splits,
+    load_cirr,
+    load_fashioniq,
+)
+from mmret.data.images import load_image
+
+Captioner = Callable[[list[Image.Image]], list[str]]
+EmbedFn = Callable[[list[Image.Image]], Any]
+
+DEFAULT_TEMPLATES: tuple[str, ...] = ("{tgt} instead of {ref}", "Unlike {ref}, I want {tgt}",
+                                      "{tgt}")
+MANIFEST_FILE = "triplets_manifest.json"
+FORMATS = ("cirr", "fashioniq")
+#: CIRR ``img_set`` size of a generated query: the reference and 5 window candidates.
+DEFAULT_SET_SIZE = 6
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "HFCaptioner",
+    "TripletReport",
+    "content_hash",
+    "deduplicate_images",
+    "generate_triplets",
+    "load_generated_triplets",
+    "load_training_split",
+    "modification_text",
+    "window_candidates",
+]
+
+
+# ----------------------------------------------------------------------------- captioners
+class HFCaptioner:
+    """A Hugging Face ``image-to-text`` pipeline as a captioner (imported lazily; needs the
+    model in the local cache or network access).
+
+    Args:
+        model: a hub id or local folder (default BLIP base).
+        device: pipeline device (``-1``/"cpu", 0/"cuda:0", ...); None lets transformers pick.
+        batch_size: images per pipeline call.
+        max_new_tokens: caption length limit ("a few words").
+        prompt: optional conditional prefix (BLIP), e.g. "a photo of".
+    """
+
+    def __init__(
+        self,
+        model: str = "Salesforce/blip-image-captioning-base",
+        device: int | str | None = None,
+        batch_size: int = 16,
+        max_new_tokens: int = 20,
+        prompt: str | None = None,
+        **pipeline_kwargs: Any,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.prompt = prompt
+        self.pipeline_kwargs = pipeline_kwargs
+        self._pipe: Any = None
+
+    def _pipeline(self) -> Any:
+        if self._pipe is None:
+            from transformers import pipeline
+
+            self._pipe = pipeline("image-to-text", model=self.model, device=self.device,
+                                  **self.pipeline_kwargs)
+        return self._pipe
+
+    def __call__(self, images: list[Image.Image]) -> list[str]:
+        kwargs: dict[str, Any] = {"batch_size": self.batch_size,
+                                  "generate_kwargs": {"max_new_tokens": self.max_new_tokens}}
+        if self.prompt:
+            kwargs["prompt"] = self.prompt
+        outputs = self._pipeline()(list(images), **kwargs)
+        texts = []
+        for out in outputs:
+            first = out[0] if isinstance(out, list) else out
+            text = str(first["generated_text"]).strip()
+            if self.prompt and text.startswith(self.prompt):
+                text = text[len(self.prompt):].strip()
+            texts.append(text)
+        return texts
+
+
+# ----------------------------------------------------------------------------- steps
+def content_hash(path: str | os.PathLike) -> str:
+    """``"sha256:<hex>"`` of the decoded RGB pixels and size: equal for exact duplicates
+    whatever their file names, formats (lossless) or metadata."""
+    image = load_image(path)
+    digest = hashlib.sha256(f"{image.size[0]}x{image.size[1]}\n".encode())
+    digest.update(np.asarray(image, dtype=np.uint8).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def deduplicate_images(paths: Sequence[str | os.PathLike], progress: bool = False
+                       ) -> tuple[list[str], list[tuple[str, str]]]:
+    """``(kept paths, [(removed, kept duplicate), ...])``; the first occurrence is kept."""
+    kept: list[str] = []
+    removed: list[tuple[str, str]] = []
+    first: dict[str, str] = {}
+    for path in tqdm([str(p) for p in paths], desc="hashing images", unit="img",
+                     disable=not progress):
+        key = content_hash(path)
+        if key in first:
+            removed.append((path, first[key]))
+        else:
+            first[key] = path
+            kept.append(path)
+    return kept, removed
+
+
+def _check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(templates, str) or not templates:
+        raise ValueError(f"templates: expected a non-empty list of strings, got {templates!r}")
+    for template in templates:
+        if not isinstance(template, str):
+            raise ValueError(f"templates: expected strings, got {template!r}")
+        fields = {f for _, f, _, _ in Formatter().parse(template) if f is not None}
+        if not fields or not fields <= {"ref", "tgt"}:
+            raise ValueError(
+                f"templates: {template!r} must use the fields {{ref}} and/or {{tgt}} only"
+            )
+    return tuple(templates)
+
+
+def modification_text(template: str, ref: str, tgt: str) -> str:
+    """``template`` with ``{ref}`` / ``{tgt}`` replaced by the two captions (stripped; a
+    trailing full stop of a caption is dropped)."""
+    return template.format(ref=ref.strip().rstrip("."), tgt=tgt.strip().rstrip(".")).strip()
+
+
+def _in_batches(paths: Sequence[str], fn: Callable[[list[Image.Image]], Any],
+                batch_size: int, desc: str, progress: bool) -> list[Any]:
+    out: list[Any] = []
+    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch",
+                      disable=not progress):
+        chunk = [load_image(p) for p in paths[start:start + batch_size]]
+        result = fn(chunk)
+        if len(result) != len(chunk):
+            raise ValueError(f"{desc}: returned {len(result)} results for {len(chunk)} images")
+        out.extend(result)
+    return out
+
+
+def window_candidates(
+    features: Any, rank_min: int, rank_max: int, num: int, seed: int = 0
+) -> np.ndarray:
+    """int64[N, num]: for each image, ``num`` distinct images drawn uniformly from the
+    ranks ``[rank_min, rank_max)`` of its similarity ranking over the *other* images
+    (exact inner product of L2-normalised features through :mod:`mmret.index`)."""
+    from mmret.index import build_index
+
+    x = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features,
+                   dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embed_fn: expected (n, d) features, got shape {x.shape}")
+    n = x.shape[0]
+    if not 0 <= rank_min < rank_max:
+        raise ValueError(f"rank_min/rank_max: need 0 <= rank_min < rank_max, got "
+                         f"[{rank_min}, {rank_max})")
+    if rank_max > n - 1:
+        raise ValueError(f"rank_max: {rank_max} exceeds the {n - 1} other images of each "
+                         f"reference ({n} unique images)")
+    if not 1 <= num <= rank_max - rank_min:
+        raise ValueError(f"num: expected 1..{rank_max - rank_min} candidates, got {num}")
+    index = build_index(x, factory="Flat", metric="ip", normalize=True)
+    _, hits = index.search(x, k=rank_max + 1)
+    hits = np.asarray(hits)
+    ranking = np.empty((n, rank_max), dtype=np.int64)
+    for i in range(n):
+        row = hits[i][hits[i] != i]
+        ranking[i] = row[:rank_max]
+    rng = np.random.default_rng(seed)
+    picks = np.argsort(rng.random((n, rank_max - rank_min)), axis=1)[:, :num] + rank_min
+    return np.take_along_axis(ranking, picks, axis=1)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=1)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class TripletReport:
+    """What :func:`generate_triplets` did (also saved as ``triplets_manifest.json``)."""
+
+    out_dir: str
+    format: str
+    split: str
+    category: str | None
+    num_input: int
+    num_unique: int
+    duplicates: list[tuple[str, str]]
+    num_triplets: int
+    rank_window: tuple[int, int]
+    templates: list[str]
+    seed: int
+    files: list[str] = field(default_factory=list)
+    loader: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_duplicates(self) -> int:
+        return len(self.duplicates)
+
+
+def _fashioniq_naming(paths: list[str]) -> tuple[list[str], str, str]:
+    parents = {str(Path(p).resolve().parent) for p in paths}
+    exts = {Path(p).suffix for p in paths}
+    names = [Path(p).stem for p in paths]
+    if len(parents) != 1 or len(exts) != 1 or len(set(names)) != len(names):
+        raise ValueError(
+            "format='fashioniq' names images by file stem inside one image folder: all images "
+            f"must share one folder and one extension with unique stems (got {len(parents)} "
+            f"folders, extensions {sorted(exts)}); use format='cirr' for other layouts"
+        )
+    return names, parents.pop(), exts.pop()
+
+
+def generate_triplets(
+    image_paths: Sequence[str | os.PathLike],
+    captioner: Captioner,
+    out_dir: str | os.PathLike,
+    format: str = "cirr",
+    rank_min: int = 10,
+    rank_max: int = 100,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    seed: int = 0,
+    embed_fn: EmbedFn | None = None,
+    *,
+    split: str = "train",
+    category: str = "dress",
+    batch_size: int = 64,
+    set_size: int = DEFAULT_SET_SIZE,
+    progress: bool = True,
+) -> TripletReport:
+    """Generate one triplet per unique image (see the module docstring) into ``out_dir``.
+
+    Args:
+        image_paths: the unlabelled images.
+        captioner: ``list[PIL.Image] -> list[str]`` ("a few words" per image).
+        out_dir: output folder (JSON files; images stay where they are).
+        format: "cirr" or "fashioniq" (FashionIQ needs one image folder, see errors).
+        rank_min, rank_max: the target window of each reference's similarity ranking
+            (0 = nearest other image; the paper uses 10000–20000 on FashionIQ).
+        templates: modification templates with ``{ref}`` / ``{tgt}``.
+        seed: seed of the target and template draws.
+        embed_fn: ``list[PIL.Image] -> (n, d)`` image features (e.g. a stage-1 image
+            tower); required.
+        split, category: names of the written split (category: FashionIQ only).
+        set_size: CIRR ``img_set`` size: the reference and ``set_size - 1`` window
+            candidates, the first of which is the target.
+
+    Returns:
+        a :class:`TripletReport` (``num_duplicates``, ``duplicates`` = removed pairs).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
+    if format == "fashioniq" and category not in FASHIONIQ_CATEGORIES:
+        raise ValueError(f"category: expected one of {FASHIONIQ_CATEGORIES}, got {category!r}")
+    if embed_fn is None:
+        raise ValueError("embed_fn: required (list[PIL.Image] -> (n, d) image features used "
+                         "to rank images by similarity)")
+    if not callable(captioner):
+        raise ValueError(f"captioner: expected a callable list[PIL.Image] -> list[str], got "
+                         f"{type(captioner).__name__}")
+    if set_size < 2:
+        raise ValueError(f"set_size: expected >= 2, got {set_size}")
+    templates = _check_templates(templates)
+    if format == "fashioniq" and len(templates) < 2:
+        raise ValueError("templates: FashionIQ needs two relative captions per triplet; give "
+                         "at least two templates")
+    out = Path(out_dir)
+    paths, duplicates = deduplicate_images(image_paths, progress)
+    captions = [str(c) for c in _in_batches(paths, captioner, batch_size, "captioning",
+                                            progress)]
+    features = np.concatenate([np.asarray(f, dtype=np.float32).reshape(1, -1) for f in
+                               _in_batches(paths, embed_fn, batch_size, "embedding",
+                                           progress)])
+    num = min(set_size - 1, rank_max - rank_min)
+    candidates = window_candidates(features, rank_min, rank_max, num, seed)
+    rng = np.random.default_rng(seed + 1)
+    choices = [rng.permutation(len(templates))[:2] for _ in paths]
+
+    files: list[str] = []
+    if format == "cirr":
+        names = [f"gen{k:07d}" for k in range(len(paths))]
+        images = {n: os.path.relpath(os.path.abspath(p), os.path.abspath(out))
+                  for n, p in zip(names, paths, strict=True)}
+        records = []
+        for i, row in enumerate(candidates.tolist()):
+            t = row[0]
+            records.append({
+                "pairid": i,
+                "reference": names[i],
+                "target_hard": names[t],
+                "target_soft": {names[t]: 1.0},
+                "caption": modification_text(templates[choices[i][0]], captions[i],
+                                             captions[t]),
+                "img_set": {"id": i, "members": [names[i]] + [names[j] for j in row]},
+            })
+        rel_images = f"image_splits/split.rc2.{split}.json"
+        rel_caps = f"captions/cap.rc2.{split}.json"
+        loader: dict[str, Any] = {"format": "cirr", "split": split}
+    else:
+        names, image_root, ext = _fashioniq_naming(paths)
+        images = names  # type: ignore[assignment]
+        records = [
+            {
+                "candidate": names[i],
+                "target": names[row[0]],
+                "captions": [modification_text(templates[c], captions[i], captions[row[0]])
+                             for c in choices[i]],
+            }
+            for i, row in enumerate(candidates.tolist())
+        ]
+        rel_images = f"image_splits/split.{category}.{split}.json"
+        rel_caps = f"captions/cap.{category}.{split}.json"
+        loader = {"format": "fashioniq", "split": split, "category": category,
+                  "image_root": image_root, "image_ext": ext}
+    _write_json(out / rel_images, images)
+    _write_json(out / rel_caps, records)
+    files += [rel_images, rel_caps]
+    report = TripletReport(
+        out_dir=str(out), format=format, split=split,
+        category=category if format == "fashioniq" else None,
+        num_input=len(image_paths), num_unique=len(paths), duplicates=duplicates,
+        num_triplets=len(records), rank_window=(rank_min, rank_max),
+        templates=list(templates), seed=seed, files=files + [MANIFEST_FILE], loader=loader,
+    )
+    manifest = asdict(report)
+    manifest["num_duplicates"] = report.num_duplicates
+    manifest["image_captions"] = dict(zip(paths, captions, strict=True))
+    _write_json(out / MANIFEST_FILE, manifest)
+    return report
+
+
+def load_generated_triplets(
+    out_dir: str | os.PathLike, template: str = DEFAULT_FASHIONIQ_TEMPLATE
+) -> ComposedSplit:
+    """Read a :func:`generate_triplets` folder back (its manifest says the format and the
+    loader options); ``template`` joins FashionIQ's two captions."""
+    out = Path(out_dir)
+    manifest_path = out / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: not found; {out} is not a folder written by "
+                                "generate_triplets / mmret-cir-triplets")
+    loader = json.loads(manifest_path.read_text(encoding="utf-8")).get("loader", {})
+    if loader.get("format") == "cirr":
+        split = load_cirr(out, loader["split"])
+    elif loader.get("format") == "fashioniq":
+        split = load_fashioniq(out, loader["category"], loader["split"],
+                               image_root=loader["image_root"], image_ext=loader["image_ext"],
+                               template=template)
+    else:
+        raise ValueError(f"{manifest_path}: field 'loader.format' must be 'cirr' or "
+                         f"'fashioniq', got {loader.get('format')!r}")
+    return ComposedSplit(f"generated:{split.name}", *[getattr(split, a) for a in (
+        "gallery_names", "gallery_paths", "reference_index", "modifications", "target_index",
+        "members", "pair_ids", "group_ids")])
+
+
+def load_training_split(
+    split: ComposedSplit, generated: Sequence[str | os.PathLike] | str | None = None,
+    template: str = DEFAULT_FASHIONIQ_TEMPLATE,
+) -> ComposedSplit:
+    """``split`` with the generated triplet folders ``generated`` merged in (images
+    de-duplicated by path): the one-switch way to mix generated positives into training
+    (``generated=None`` or empty returns ``split`` unchanged)."""
+    if generated is None:
+        return split
+    folders = [generated] if isinstance(generated, (str, os.PathLike)) else list(generated)
+    if not folders:
+        return split
+    return concat_composed_splits([split] + [load_generated_triplets(f, template)
+                                             for f in folders])
