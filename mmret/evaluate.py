@@ -142,7 +142,8 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
     model = task.eval_model(towers.model, objective) if task is not None else towers.model
     results, headlines = evaluate_model(
-        model, sets, eval_options(ecfg, towers.tokenizer, device, task=task), name=str(name),
+        model, sets, eval_options(ecfg, towers.tokenizer, device, task=task, out_dir=out_dir),
+        name=str(name),
         data_name=dcfg.name, split=ecfg.split, ecfg=ecfg, train_source=train_source,
     )
     paths = write_run_outputs(out_dir, results, f"Evaluation on {dcfg.name} {ecfg.split}",

@@ -58,8 +58,10 @@ def build_eval_sets(
 
 def eval_options(
     ecfg: EvalConfig, tokenizer: Any, device: torch.device, precision: Precision | None = None,
-    task: Any = None,
+    task: Any = None, out_dir: str | Path | None = None,
 ) -> EvalOptions:
+    """The protocols' options; ``out_dir`` (``extra["out_dir"]``) is where a protocol may
+    save pictures (the run folder)."""
     from mmret.engine.trainer import autocast_context
 
     return EvalOptions(
@@ -68,7 +70,8 @@ def eval_options(
         chunk_size=ecfg.chunk_size or DEFAULT_CHUNK_SIZE,
         device=device,
         autocast=autocast_context(device, precision or Precision.fp32),
-        extra={"mrv_dispersion": ecfg.mrv_dispersion},
+        extra={"mrv_dispersion": ecfg.mrv_dispersion,
+               **({"out_dir": str(out_dir)} if out_dir is not None else {})},
         task=task,
     )
 

@@ -101,14 +101,7 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "metrics.json"
     json_path.write_text(json.dumps(json_ready(results), indent=2, sort_keys=True) + "\n")
-    scalar_rows = {
-        name: {k: v for k, v in m.items() if isinstance(v, (int, float))}
-        for name, m in results.items()
-    }
-    body = [f"# {title}", "", markdown_table(scalar_rows, TABLE_KEYS + MRV_KEYS), ""]
-    for name, metrics in results.items():
-        if isinstance(metrics.get("per_language"), Mapping):
-            body += [f"## {name}: per language", "", cross_lingual_table(metrics), ""]
+    body = [f"# {title}", "", results_tables(results, headings=True), ""]
     if notes:
         body += [notes, ""]
     md_path = out / "results.md"
@@ -240,17 +233,40 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def results_tables(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """The Markdown the console shows for ``results``: the scalar table, then one
-    per-language table per cross-lingual result."""
-    scalar_rows = {
-        name: {k: v for k, v in m.items() if isinstance(v, (int, float))}
-        for name, m in results.items() if not isinstance(m.get("per_language"), Mapping)
-    }
-    parts = [markdown_table(scalar_rows, TABLE_KEYS + MRV_KEYS)] if scalar_rows else []
+#: protocols whose results share the retrieval table (TABLE_KEYS + MRV_KEYS)
+RETRIEVAL_PROTOCOLS = (None, "image_text", "cross_lingual")
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def results_tables(results: Mapping[str, Mapping[str, Any]], headings: bool = False) -> str:
+    """Markdown of ``results``: one table of the image–text retrieval results, one
+    per-language table per cross-lingual result, and one table per other protocol (its
+    scalar metrics, headline first). ``headings``: ``##`` headings (``results.md``)
+    instead of plain labels (the console)."""
+    def label(text: str) -> str:
+        return f"## {text}\n" if headings else f"{text}:"
+
+    retrieval = {name: _scalars(m) for name, m in results.items()
+                 if m.get("protocol") in RETRIEVAL_PROTOCOLS
+                 and not isinstance(m.get("per_language"), Mapping)}
+    parts = [markdown_table(retrieval, TABLE_KEYS + MRV_KEYS)] if retrieval else []
     for name, metrics in results.items():
         if isinstance(metrics.get("per_language"), Mapping):
-            parts.append(f"{name}:\n{cross_lingual_table(metrics)}")
+            parts.append(f"{label(name + ': per language')}\n{cross_lingual_table(metrics)}")
+    others: dict[str, dict[str, dict[str, float]]] = {}
+    for name, metrics in results.items():
+        if metrics.get("protocol") not in RETRIEVAL_PROTOCOLS:
+            others.setdefault(str(metrics["protocol"]), {})[name] = _scalars(metrics)
+    for protocol, rows in others.items():
+        headline = next((results[n].get("headline") for n in rows), None)
+        keys = [headline] if headline else []
+        for row in rows.values():
+            keys += [k for k in row if k not in keys]
+        parts.append(f"{label(protocol)}\n{markdown_table(rows, keys)}")
     return "\n\n".join(parts)
 
 

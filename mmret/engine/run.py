@@ -240,7 +240,8 @@ def run_training(
         sharded_eval = ecfg.distributed and is_distributed()
         if dcfg.eval and (is_main or sharded_eval):
             sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
-            options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision, task)
+            options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision, task,
+                                   out_dir=run_dir)
             options.distributed = sharded_eval
             results, headlines = evaluate_model(
                 task.eval_model(towers.model, objective), sets, options, name=experiment, data_name=dcfg.name,
