@@ -469,22 +469,25 @@ class Trainer:
         if losses is not None:
             bad = nonfinite_terms(losses, self._last_inputs)
             values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-            what = f"non-finite {', '.join(bad) or 'loss (on another rank)'} ({values})"
-        where = f"step {step} (epoch {self.epoch}, batch {self.batch_in_epoch} of the epoch)"
+            what = (f"non-finite loss at step {step}: {values} (non-finite: "
+                    f"{', '.join(bad) or 'the loss on another rank'}")
+        else:
+            what = f"non-finite gradient norm at step {step}: {what} ("
+        what += f"; epoch {self.epoch}, batch {self.batch_in_epoch} of the epoch)"
         if self.cfg.on_nonfinite != "skip":
             raise NonFiniteError(
-                f"{what} at {where}; training stopped, the last checkpoint was left as it "
-                "was (trainer.on_nonfinite=skip skips such steps instead)")
+                f"{what}; training stopped, the last checkpoint was left as it was "
+                "(trainer.on_nonfinite=skip skips such steps instead)")
         self.optimizer.zero_grad(set_to_none=True)
         self.nonfinite_skips += 1
         if self.is_main:
-            print(f"warning: skipped {where}: {what} ({self.nonfinite_skips} skipped so far)",
-                  file=sys.stderr, flush=True)
+            print(f"warning: skipped step {step}: {what} ({self.nonfinite_skips} skipped so "
+                  "far)", file=sys.stderr, flush=True)
         if self.logger is not None:
             self.logger.log({"skipped_steps": self.nonfinite_skips}, step, kind="nonfinite")
         if self.nonfinite_skips > self.cfg.max_nonfinite_skips:
             raise NonFiniteError(
-                f"{what} at {where}: more than trainer.max_nonfinite_skips="
+                f"{what}: more than trainer.max_nonfinite_skips="
                 f"{self.cfg.max_nonfinite_skips} steps skipped; training stopped")
 
     @contextlib.contextmanager
