@@ -9,6 +9,11 @@ A checkpoint folder (``<run>/checkpoints/last``) describes itself::
     task.safetensors        weights of the modules the task owns (fusion heads, ...)
     objective.safetensors   the objective's own parameters (temperatures, heads)
     state.pt                trainer state (optimiser, scheduler, RNG, step)
+    manifest.json           bytes and sha256 of every file above, written last
+
+Every reader here checks the files it reads against ``manifest.json``
+(:func:`verify_checkpoint`): a corrupted, truncated or swapped file raises
+:class:`CheckpointError` naming it. Checkpoints written before manifests load unchecked.
 
 :func:`mmret.load_checkpoint` (:mod:`mmret.towers.loading`) rebuilds the towers from
 ``towers.json`` and loads ``model.safetensors``: no Hydra and no ``config.yaml`` are
@@ -17,6 +22,7 @@ needed. Weights are read with safetensors only. This module imports nothing else
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,6 +36,8 @@ TASK_FILE = "task.safetensors"
 OBJECTIVE_FILE = "objective.safetensors"
 TOWERS_FILE = "towers.json"
 STATE_FILE = "state.pt"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "mmret-checkpoint/1"
 CONFIG_FILE = "config.yaml"
 LAST = "last"
 PREV = ".prev-last"
@@ -61,6 +69,73 @@ def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
     )
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: str | os.PathLike, files: list[str]) -> Path:
+    """Write ``manifest.json`` (bytes + sha256 of ``files``) into ``directory``."""
+    directory = Path(directory)
+    entries = {name: {"bytes": (directory / name).stat().st_size,
+                      "sha256": _sha256(directory / name)} for name in files}
+    path = directory / MANIFEST_FILE
+    path.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": entries}, indent=2,
+                               sort_keys=True))
+    return path
+
+
+_VERIFIED: dict[tuple[str, str], tuple[int, int, int]] = {}
+
+
+def verify_checkpoint(path: str | os.PathLike, files: list[str] | None = None) -> bool:
+    """Check ``files`` (default: all listed) of a checkpoint folder against its manifest.
+
+    Returns False for a checkpoint without ``manifest.json`` (written before manifests:
+    nothing to check). Raises :class:`CheckpointError` naming the file when one is missing,
+    has another size or another sha256, or when the manifest itself is unreadable. A file
+    verified once is not hashed again while its size and mtime stay the same.
+    """
+    directory = Path(path)
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        entries = manifest["files"]
+        assert isinstance(entries, dict)
+    except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{manifest_path}: corrupted manifest ({exc!r})") from None
+    for name in entries if files is None else files:
+        entry = entries.get(name)
+        file = directory / name
+        if entry is None:
+            if file.exists():
+                raise CheckpointError(f"{file}: not listed in {manifest_path}")
+            continue
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint is incomplete: {file} is missing "
+                                  f"(listed in {manifest_path})")
+        stat = file.stat()
+        key = (str(file.resolve()), str(entry.get("sha256")))
+        if _VERIFIED.get(key) == (stat.st_size, stat.st_mtime_ns, stat.st_ino):
+            continue
+        if stat.st_size != entry.get("bytes"):
+            raise CheckpointError(
+                f"{file}: corrupted or truncated checkpoint file: {stat.st_size} bytes, the "
+                f"manifest says {entry.get('bytes')}")
+        digest = _sha256(file)
+        if digest != entry.get("sha256"):
+            raise CheckpointError(
+                f"{file}: corrupted checkpoint file: sha256 {digest[:16]}..., the manifest "
+                f"says {str(entry.get('sha256'))[:16]}...")
+        _VERIFIED[key] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return True
+
+
 def has_checkpoint(path: str | os.PathLike) -> bool:
     try:
         resolve_checkpoint_dir(path)
@@ -79,10 +154,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     file = p if p.suffix == ".safetensors" else resolve_checkpoint_dir(p) / MODEL_FILE
     if not file.is_file():
         raise CheckpointError(f"weights file not found: {file}")
+    verify_checkpoint(file.parent, [file.name])
     try:
         missing, unexpected = load_model(model, str(file), strict=strict)
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {file} do not fit the model: {exc}") from None
+    except Exception as exc:  # safetensors' own error for a damaged header
+        raise CheckpointError(f"{file}: unreadable safetensors file ({exc})") from None
     return model
 
 
@@ -92,10 +170,13 @@ def load_module_weights(module: nn.Module, path: str | os.PathLike, file_name: s
     file = resolve_checkpoint_dir(path) / file_name
     if not file.is_file() and not module.state_dict():
         return module  # nothing saved, nothing expected (checkpoints before the task layer)
+    verify_checkpoint(file.parent, [file_name])
     try:
         load_model(module, str(file), strict=True)
     except (RuntimeError, FileNotFoundError) as exc:
         raise CheckpointError(f"weights in {file} do not fit: {exc}") from None
+    except Exception as exc:  # safetensors' own error for a damaged header
+        raise CheckpointError(f"{file}: unreadable safetensors file ({exc})") from None
     return module
 
 
@@ -136,6 +217,7 @@ def read_tower_spec(path: str | os.PathLike) -> dict[str, Any]:
             "their towers; rebuild it with mmret-eval checkpoint=<run> (which reads the run's "
             "config.yaml) or re-save it"
         )
+    verify_checkpoint(file.parent, [TOWERS_FILE])
     try:
         spec = json.loads(file.read_text())
     except json.JSONDecodeError as exc:

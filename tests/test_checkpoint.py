@@ -91,6 +91,9 @@ def test_state_is_loaded_weights_only(tmp_path):
 
     with open(tmp_path / "last" / "state.pt", "wb") as handle:
         pickle.dump({"step": Evil()}, handle, protocol=2)
+    with pytest.raises(ckpt.CheckpointError, match="state.pt: corrupted"):  # the manifest
+        ckpt.load_state(tmp_path)
+    (tmp_path / "last" / "manifest.json").unlink()  # a checkpoint from before manifests
     with pytest.raises(pickle.UnpicklingError):
         ckpt.load_state(tmp_path)
 

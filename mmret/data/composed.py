@@ -39,7 +39,9 @@ from mmret.data.errors import (
     get_string_list,
     read_json,
 )
+from mmret.data.faults import ErrorPolicy, as_policy
 from mmret.data.images import ImageTransform, apply_transform, load_image
+from mmret.data.paths import PathResolver
 from mmret.data.retrieval import Tokenizer
 from mmret.data.seeding import derive_seed, seeded_random, split_key
 
@@ -165,6 +167,7 @@ def load_cirr(
     *,
     image_root: str | os.PathLike | None = None,
     lang: str = "en",
+    on_error: str | ErrorPolicy = "raise",
 ) -> ComposedSplit:
     """Load CIRR ``captions/cap.rc2.{split}.json`` and ``image_splits/split.rc2.{split}.json``.
 
@@ -173,44 +176,64 @@ def load_cirr(
     ``pairid``, ``reference``, ``caption``, ``img_set.members`` and, unless labels are hidden
     (records without ``target_hard``, as in the official test1 split), ``target_hard``.
     ``lang`` other than "en" reads ``captions/{lang}/`` (translated captions, e.g. the
-    synthetic benchmark's).
+    synthetic benchmark's). Gallery paths must stay inside ``image_root``; an empty
+    caption and a reference/target/member outside the split's image
+    list are errors. ``on_error="skip"`` leaves bad entries out (:mod:`mmret.data.faults`).
     """
+    policy = as_policy(on_error)
     root = Path(root)
     image_root = root if image_root is None else image_root
     gallery_file = root / "image_splits" / f"split.rc2.{split}.json"
     caption_file = _caption_dir(root, lang) / f"cap.rc2.{split}.json"
     images = read_json(gallery_file, f"CIRR {split} image split")
     expect_type(images, dict, gallery_file)
-    names = list(images)
+    resolve = PathResolver(image_root, gallery_file)
+    names = []
     paths = []
-    for name in names:
-        rel = expect_type(images[name], str, gallery_file, field=name)
-        paths.append(os.path.join(image_root, rel))
+    for name in images:
+        try:
+            rel = expect_type(images[name], str, gallery_file, field=name)
+            paths.append(resolve(rel, field=name))
+        except DatasetFormatError as err:
+            policy.handle(err)
+            continue
+        names.append(name)
     index_of = {name: k for k, name in enumerate(names)}
 
     records = read_json(caption_file, f"CIRR {split} captions")
     expect_type(records, list, caption_file)
     refs, mods, targets, members, pair_ids, group_ids = [], [], [], [], [], []
     for k, record in enumerate(records):
-        pair_ids.append(get_field(record, "pairid", int, caption_file, index=k))
-        ref = get_field(record, "reference", str, caption_file, index=k)
-        refs.append(_lookup(index_of, ref, caption_file, k, "reference", gallery_file))
-        mods.append(get_field(record, "caption", str, caption_file, index=k).strip())
-        target = get_field(record, "target_hard", str, caption_file, index=k, default=None)
-        targets.append(
-            None
-            if target is None
-            else _lookup(index_of, target, caption_file, k, "target_hard", gallery_file)
-        )
-        img_set = get_field(record, "img_set", dict, caption_file, index=k)
-        group_ids.append(get_field(img_set, "id", int, caption_file, index=k, default=None))
-        names_k = get_string_list(img_set, "members", caption_file, index=k)
-        members.append(
-            [
+        try:
+            pair_id = get_field(record, "pairid", int, caption_file, index=k)
+            ref = get_field(record, "reference", str, caption_file, index=k)
+            ref_index = _lookup(index_of, ref, caption_file, k, "reference", gallery_file)
+            mod = get_field(record, "caption", str, caption_file, index=k).strip()
+            if not mod:
+                raise DatasetFormatError(caption_file, "empty caption", record=k,
+                                         field="caption")
+            target = get_field(record, "target_hard", str, caption_file, index=k, default=None)
+            target_index = (
+                None
+                if target is None
+                else _lookup(index_of, target, caption_file, k, "target_hard", gallery_file)
+            )
+            img_set = get_field(record, "img_set", dict, caption_file, index=k)
+            group_id = get_field(img_set, "id", int, caption_file, index=k, default=None)
+            names_k = get_string_list(img_set, "members", caption_file, index=k)
+            member_index = [
                 _lookup(index_of, m, caption_file, k, "img_set.members", gallery_file)
                 for m in names_k
             ]
-        )
+        except DatasetFormatError as err:
+            policy.handle(err)
+            continue
+        pair_ids.append(pair_id)
+        refs.append(ref_index)
+        mods.append(mod)
+        targets.append(target_index)
+        members.append(member_index)
+        group_ids.append(group_id)
     if any(t is None for t in targets) and not all(t is None for t in targets):
         first = targets.index(None)
         raise DatasetFormatError(
@@ -252,6 +275,7 @@ def load_fashioniq(
     template: str = DEFAULT_FASHIONIQ_TEMPLATE,
     lang: str = "en",
     image_ext: str | None = None,
+    on_error: str | ErrorPolicy = "raise",
 ) -> ComposedSplit:
     """Load FashionIQ ``captions/cap.{category}.{split}.json`` with the gallery
     ``image_splits/split.{category}.{split}.json`` (a list of image names).
@@ -259,8 +283,12 @@ def load_fashioniq(
     Images are ``image_root/{name}{ext}`` (``image_root`` defaults to ``root/images``; ``ext``
     is probed as .png then .jpg on the first gallery image unless ``image_ext`` is given).
     The two relative captions are joined with ``template`` (default ``"{c1} and {c2}"``).
-    Records without ``target`` (hidden labels) give ``target_index`` None.
+    Records without ``target`` (hidden labels) give ``target_index`` None. Image names
+    must stay inside ``image_root`` and be unique; a candidate/target outside the split's
+    image list and two empty captions are errors. ``on_error="skip"`` leaves bad entries
+    out (:mod:`mmret.data.faults`).
     """
+    policy = as_policy(on_error)
     if category not in FASHIONIQ_CATEGORIES:
         raise ValueError(f"category must be one of {FASHIONIQ_CATEGORIES}, got {category!r}")
     join_captions("a", "b", template)  # validate the template before reading anything
@@ -268,35 +296,63 @@ def load_fashioniq(
     image_root = Path(root / "images" if image_root is None else image_root)
     gallery_file = root / "image_splits" / f"split.{category}.{split}.json"
     caption_file = _caption_dir(root, lang) / f"cap.{category}.{split}.json"
-    names = read_json(gallery_file, f"FashionIQ {category} {split} image split")
-    expect_type(names, list, gallery_file)
-    for k, name in enumerate(names):
-        expect_type(name, str, gallery_file, record=k)
+    listed = read_json(gallery_file, f"FashionIQ {category} {split} image split")
+    expect_type(listed, list, gallery_file)
+    names: list[str] = []
+    seen: set[str] = set()
+    for k, name in enumerate(listed):
+        try:
+            expect_type(name, str, gallery_file, record=k)
+            if name in seen:
+                raise DatasetFormatError(gallery_file, f"duplicate image name {name!r}",
+                                         record=k)
+        except DatasetFormatError as err:
+            policy.handle(err)
+            continue
+        names.append(name)
+        seen.add(name)
     ext = _image_extension(image_root, names, image_ext)
-    paths = [str(image_root / f"{name}{ext}") for name in names]
+    resolve = PathResolver(image_root, gallery_file)
+    paths = []
+    for k, name in enumerate(list(names)):
+        try:
+            paths.append(str(Path(resolve(f"{name}{ext}", record=k))))
+        except DatasetFormatError as err:
+            policy.handle(err)
+            names.remove(name)
     index_of = {name: k for k, name in enumerate(names)}
 
     records = read_json(caption_file, f"FashionIQ {category} {split} captions")
     expect_type(records, list, caption_file)
     refs, mods, targets = [], [], []
     for k, record in enumerate(records):
-        candidate = get_field(record, "candidate", str, caption_file, index=k)
-        refs.append(_lookup(index_of, candidate, caption_file, k, "candidate", gallery_file))
-        target = get_field(record, "target", str, caption_file, index=k, default=None)
-        targets.append(
-            None
-            if target is None
-            else _lookup(index_of, target, caption_file, k, "target", gallery_file)
-        )
-        captions = get_string_list(record, "captions", caption_file, index=k)
-        if len(captions) != 2:
-            raise DatasetFormatError(
-                caption_file,
-                f"expected 2 relative captions, got {len(captions)}",
-                record=k,
-                field="captions",
+        try:
+            candidate = get_field(record, "candidate", str, caption_file, index=k)
+            ref = _lookup(index_of, candidate, caption_file, k, "candidate", gallery_file)
+            target = get_field(record, "target", str, caption_file, index=k, default=None)
+            target_index = (
+                None
+                if target is None
+                else _lookup(index_of, target, caption_file, k, "target", gallery_file)
             )
-        mods.append(join_captions(captions[0], captions[1], template))
+            captions = get_string_list(record, "captions", caption_file, index=k)
+            if len(captions) != 2:
+                raise DatasetFormatError(
+                    caption_file,
+                    f"expected 2 relative captions, got {len(captions)}",
+                    record=k,
+                    field="captions",
+                )
+            if not (captions[0].strip() or captions[1].strip()):
+                raise DatasetFormatError(caption_file, "both relative captions are empty",
+                                         record=k, field="captions")
+            mod = join_captions(captions[0], captions[1], template)
+        except DatasetFormatError as err:
+            policy.handle(err)
+            continue
+        refs.append(ref)
+        targets.append(target_index)
+        mods.append(mod)
     q = len(refs)
     return ComposedSplit(
         f"fashioniq/{category}/{split}",

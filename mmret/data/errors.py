@@ -80,20 +80,27 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         ) from None
     except UnicodeDecodeError as err:
         raise DatasetFormatError(p, f"not UTF-8 text ({err.reason})") from None
+    except RecursionError:
+        raise DatasetFormatError(p, "JSON nested too deeply") from None
 
 
 def read_jsonl(path: str | os.PathLike, what: str) -> list[tuple[int, Any]]:
     """``(line number, object)`` for every non-blank line of a JSON-lines file."""
     p = require_file(path, what)
     out = []
-    with p.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                out.append((number, json.loads(text)))
-            except json.JSONDecodeError as err:
-                raise DatasetFormatError(p, f"invalid JSON ({err.msg})", line=number) from None
+    for number, raw in enumerate(p.read_bytes().splitlines(), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DatasetFormatError(p, f"not UTF-8 text ({err.reason})", line=number) from None
+        if not text.strip():
+            continue
+        try:
+            out.append((number, json.loads(text)))
+        except json.JSONDecodeError as err:
+            raise DatasetFormatError(p, f"invalid JSON ({err.msg})", line=number) from None
+        except RecursionError:
+            raise DatasetFormatError(p, "JSON nested too deeply", line=number) from None
     return out
 
 
@@ -103,7 +110,12 @@ def read_lines(path: str | os.PathLike, what: str) -> list[str]:
     Trailing empty lines are dropped; an empty line before the end is an error (it would
     silently shift the alignment with a parallel file)."""
     p = require_file(path, what)
-    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = p.read_bytes()[: err.start].count(b"\n") + 1
+        raise DatasetFormatError(p, f"not UTF-8 text ({err.reason})", line=line) from None
+    lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     for number, line in enumerate(lines, start=1):
@@ -189,3 +201,14 @@ def get_string_list(
     for k, item in enumerate(value):
         expect_type(item, str, path, record=index, line=line, field=f"{name}[{k}]")
     return list(value)
+
+
+class ImageFileError(ValueError):
+    """An image file exists but cannot be decoded (truncated, empty, not an image).
+
+    Constructed from one message string so that a DataLoader worker re-raises it in the
+    main process as the same type, message (and file name) intact."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)

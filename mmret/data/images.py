@@ -10,18 +10,54 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
+
+from mmret.data.errors import ImageFileError
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 
+#: EXIF tag of the orientation (1 = upright)
+EXIF_ORIENTATION = 0x0112
+#: integer grey modes holding 16-bit samples (``I``: 16-bit PNGs on some Pillow versions)
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: EXIF orientation applied (the picture as a viewer shows
+    it), 16-bit grey scaled by 255/65535 (not clipped), CMYK / palette / grey converted by
+    Pillow, alpha dropped (colour channels kept as stored)."""
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    if orientation not in (1, None):
+        image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT:
+        grey = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.rint(grey * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(grey, mode="L")
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB (``FileNotFoundError`` naming the path if it is absent)."""
+    """Open an image file as RGB (:func:`to_rgb`).
+
+    Raises:
+        FileNotFoundError: the file is absent (the message names the path).
+        ImageFileError: it cannot be decoded: empty, truncated or not an image (the message
+            names the path and Pillow's reason).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    try:
+        with Image.open(path) as image:
+            return to_rgb(image)
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, ...
+        raise ImageFileError(
+            f"image file {path}: cannot be decoded as an image "
+            f"({type(exc).__name__}: {exc})", path
+        ) from None
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -91,7 +127,14 @@ class ImageStore:
                 self.cache[i] = self._decode(i)
 
     def _decode(self, index: int) -> torch.Tensor:
-        return apply_transform(load_image(self.paths[index]), self.transform)
+        try:
+            image = load_image(self.paths[index])
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc} (image {index} of {len(self.paths)})") from None
+        except ImageFileError as exc:
+            raise ImageFileError(f"{exc} (image {index} of {len(self.paths)})",
+                                 exc.path) from None
+        return apply_transform(image, self.transform)
 
     def __len__(self) -> int:
         return len(self.paths)

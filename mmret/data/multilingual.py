@@ -19,7 +19,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from mmret.data.errors import DatasetFormatError, get_field, get_string_list, read_jsonl, read_lines
+from mmret.data.faults import ErrorPolicy, as_policy
 from mmret.data.images import ImageStore, ImageTransform, split_key
+from mmret.data.paths import PathResolver
 from mmret.data.retrieval import RetrievalSplit, Tokenizer
 
 
@@ -114,6 +116,7 @@ def load_iglue(
     *,
     image_root: str | os.PathLike | None = None,
     intersection: bool = False,
+    on_error: str | ErrorPolicy = "raise",
 ) -> MultilingualSplit:
     """Load IGLUE-style ``{root}/{lang}/{split}.jsonl`` files, aligned by ``id``.
 
@@ -122,39 +125,56 @@ def load_iglue(
     appearance over the languages in the order given. An id missing in some language is
     reported with a ``UserWarning`` and recorded in ``split.missing``; with
     ``intersection=True`` only ids present in every language are kept. The same id with
-    different ``img_path`` values in two languages is an error.
+    different ``img_path`` values in two languages is an error, and so are an empty
+    sentence and an ``img_path`` leaving ``image_root``. ``on_error="skip"`` leaves bad
+    lines out (:mod:`mmret.data.faults`; the image then counts as missing in that language).
     """
     if not langs:
         raise ValueError("langs must name at least one language")
+    policy = as_policy(on_error)
     image_root = root if image_root is None else image_root
     order: list = []
     img_path_of: dict = {}
     per_lang: dict[str, dict[Any, list[str]]] = {}
     source_of: dict = {}
+    resolved: dict = {}
     for lang in langs:
         path = Path(root) / lang / f"{split}.jsonl"
         sentences_of: dict[Any, list[str]] = {}
+        resolve = PathResolver(image_root, path)
         for number, record in read_jsonl(path, f"IGLUE {lang} {split} file"):
-            image_id = get_field(record, "id", (str, int), path, line=number)
-            img_path = get_field(record, "img_path", str, path, line=number)
-            sentences = get_string_list(record, "sentences", path, line=number, allow_string=True)
-            if image_id in sentences_of:
-                raise DatasetFormatError(
-                    path, f"duplicate id {image_id!r}", line=number, field="id"
-                )
-            if image_id in img_path_of and img_path_of[image_id] != img_path:
-                raise DatasetFormatError(
-                    path,
-                    f"id {image_id!r} has img_path {img_path!r} here but "
-                    f"{img_path_of[image_id]!r} in {source_of[image_id]}",
-                    line=number,
-                    field="img_path",
-                )
+            try:
+                image_id = get_field(record, "id", (str, int), path, line=number)
+                img_path = get_field(record, "img_path", str, path, line=number)
+                sentences = get_string_list(record, "sentences", path, line=number,
+                                            allow_string=True)
+                if image_id in sentences_of:
+                    raise DatasetFormatError(
+                        path, f"duplicate id {image_id!r}", line=number, field="id"
+                    )
+                if image_id in img_path_of and img_path_of[image_id] != img_path:
+                    raise DatasetFormatError(
+                        path,
+                        f"id {image_id!r} has img_path {img_path!r} here but "
+                        f"{img_path_of[image_id]!r} in {source_of[image_id]}",
+                        line=number,
+                        field="img_path",
+                    )
+                full_path = resolved.get(image_id) or resolve(img_path, line=number,
+                                                               field="img_path")
+                empty = [k for k, text in enumerate(sentences) if not text.strip()]
+                if empty:
+                    raise DatasetFormatError(path, "empty caption", line=number,
+                                             field=f"sentences[{empty[0]}]")
+            except DatasetFormatError as err:
+                policy.handle(err)
+                continue
             if image_id not in img_path_of:
                 img_path_of[image_id] = img_path
+                resolved[image_id] = full_path
                 source_of[image_id] = path
                 order.append(image_id)
-            sentences_of[image_id] = [s.strip() for s in sentences if s.strip()]
+            sentences_of[image_id] = [s.strip() for s in sentences]
         per_lang[lang] = sentences_of
 
     missing = {
@@ -180,19 +200,35 @@ def load_iglue(
                 continue
             captions[lang] += sentences
             text_to_image[lang] += [index_of[image_id]] * len(sentences)
-    paths = [os.path.join(image_root, img_path_of[i]) for i in order]
+    paths = [resolved[i] for i in order]
     return MultilingualSplit(paths, captions, text_to_image, list(order), missing)
 
 
 def _line_aligned(
-    names_file: Path, caption_files: dict[str, Path], image_root: str | os.PathLike, what: str
+    names_file: Path, caption_files: dict[str, Path], image_root: str | os.PathLike, what: str,
+    on_error: str | ErrorPolicy = "raise",
 ) -> MultilingualSplit:
     """Captions, one per line, aligned line by line with an image-name list (a repeated
-    name is the same image, so an image may have several captions per language)."""
+    name is the same image, so an image may have several captions per language).
+
+    Misaligned files always raise; a name leaving ``image_root`` raises or, with
+    ``on_error="skip"``, drops that line in every language."""
+    policy = as_policy(on_error)
     names = read_lines(names_file, f"{what} image list")
+    resolve = PathResolver(image_root, names_file)
     index_of: dict[str, int] = {}
-    for name in names:
-        index_of.setdefault(name, len(index_of))
+    paths: list[str] = []
+    good: list[int] = []
+    for number, name in enumerate(names, start=1):
+        if name not in index_of:
+            try:
+                path = resolve(name, line=number)
+            except DatasetFormatError as err:
+                policy.handle(err)
+                continue
+            index_of[name] = len(paths)
+            paths.append(path)
+        good.append(number - 1)
     captions: dict[str, list[str]] = {}
     text_to_image: dict[str, list[int]] = {}
     for lang, path in caption_files.items():
@@ -201,9 +237,8 @@ def _line_aligned(
             raise DatasetFormatError(
                 path, f"has {len(lines)} captions but {names_file} lists {len(names)} images"
             )
-        captions[lang] = lines
-        text_to_image[lang] = [index_of[name] for name in names]
-    paths = [os.path.join(image_root, name) for name in index_of]
+        captions[lang] = [lines[k] for k in good]
+        text_to_image[lang] = [index_of[names[k]] for k in good]
     return MultilingualSplit(paths, captions, text_to_image, list(index_of))
 
 
@@ -213,6 +248,7 @@ def load_multi30k(
     split: str = "test",
     *,
     image_root: str | os.PathLike | None = None,
+    on_error: str | ErrorPolicy = "raise",
 ) -> MultilingualSplit:
     """Load Multi30K: ``{root}/{split}.{lang}`` (one caption per line) aligned with
     ``{root}/{split}_images.txt`` (one image file name per line; paths
@@ -222,7 +258,8 @@ def load_multi30k(
     root = Path(root)
     files = {lang: root / f"{split}.{lang}" for lang in langs}
     return _line_aligned(
-        root / f"{split}_images.txt", files, root if image_root is None else image_root, "Multi30K"
+        root / f"{split}_images.txt", files, root if image_root is None else image_root,
+        "Multi30K", on_error,
     )
 
 
@@ -231,6 +268,7 @@ def load_xtd(
     langs: Sequence[str],
     *,
     image_root: str | os.PathLike | None = None,
+    on_error: str | ErrorPolicy = "raise",
 ) -> MultilingualSplit:
     """Load XTD10: ``{root}/test_1kcaptions_{lang}.txt`` aligned with
     ``{root}/test_image_names.txt`` (paths ``image_root/name``, default ``root``)."""
@@ -239,7 +277,8 @@ def load_xtd(
     root = Path(root)
     files = {lang: root / f"test_1kcaptions_{lang}.txt" for lang in langs}
     return _line_aligned(
-        root / "test_image_names.txt", files, root if image_root is None else image_root, "XTD"
+        root / "test_image_names.txt", files, root if image_root is None else image_root, "XTD",
+        on_error,
     )
 
 

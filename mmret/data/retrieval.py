@@ -23,7 +23,9 @@ from mmret.data.errors import (
     get_string_list,
     read_json,
 )
+from mmret.data.faults import ErrorPolicy, as_policy
 from mmret.data.images import ImageStore, ImageTransform, split_key
+from mmret.data.paths import PathResolver
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -100,81 +102,130 @@ def load_karpathy(
     split: str,
     *,
     restval_as_train: bool = True,
+    on_error: str | ErrorPolicy = "raise",
 ) -> RetrievalSplit:
     """Load one split of a Karpathy-style ``dataset_{coco,flickr30k}.json``.
 
     Image ``i``'s path is ``image_root/filepath/filename`` (``filepath`` may be absent, as in
-    Flickr30K). Its id is ``imgid`` if present, else ``cocoid``, else its record index.
-    Captions are the ``raw`` field of ``sentences``. With ``split="train"`` and
-    ``restval_as_train`` the ``restval`` images (the 30K COCO images outside the 5K val/test)
-    are included, as in the standard COCO training set.
+    Flickr30K; the path must stay inside ``image_root``: :mod:`mmret.data.paths`). Its id is
+    ``imgid`` if present, else ``cocoid``, else its record index (an id or a path used twice
+    in the split is an error). Captions are the ``raw`` field of ``sentences``. With
+    ``split="train"`` and ``restval_as_train`` the ``restval`` images (the 30K COCO images
+    outside the 5K val/test) are included, as in the standard COCO training set.
+    ``on_error="skip"`` leaves bad records out (:mod:`mmret.data.faults`).
     """
     if split not in KARPATHY_SPLITS:
         raise ValueError(f"split must be one of {KARPATHY_SPLITS}, got {split!r}")
+    policy = as_policy(on_error)
     wanted = {split, "restval"} if split == "train" and restval_as_train else {split}
     data = read_json(json_path, "Karpathy split JSON")
     images = get_field(data, "images", list, json_path)
+    resolve = PathResolver(image_root, json_path)
     paths: list[str] = []
     ids: list = []
     captions: list[str] = []
     text_to_image: list[int] = []
+    seen_ids: dict = {}
+    seen_paths: dict[str, int] = {}
     for index, record in enumerate(images):
-        record_split = get_field(record, "split", str, json_path, index=index)
-        if record_split not in KARPATHY_SPLITS:
-            raise DatasetFormatError(
-                json_path, f"expected one of {KARPATHY_SPLITS}, got {record_split!r}",
-                record=index, field="split",
-            )  # fmt: skip
-        if record_split not in wanted:
-            continue
-        filename = get_field(record, "filename", str, json_path, index=index)
-        filepath = get_field(record, "filepath", str, json_path, index=index, default="")
-        image_id = record.get("imgid", record.get("cocoid", index))
-        sentences = get_field(record, "sentences", list, json_path, index=index)
-        image_index = len(paths)
-        paths.append(os.path.join(image_root, filepath, filename))
-        ids.append(image_id)
-        for k, sentence in enumerate(sentences):
-            raw = sentence.get("raw") if isinstance(sentence, dict) else None
-            if not isinstance(raw, str) or not raw.strip():
+        try:
+            record_split = get_field(record, "split", str, json_path, index=index)
+            if record_split not in KARPATHY_SPLITS:
                 raise DatasetFormatError(
-                    json_path, f"expected a non-empty string, got {raw!r}",
-                    record=index, field=f"sentences[{k}].raw",
+                    json_path, f"expected one of {KARPATHY_SPLITS}, got {record_split!r}",
+                    record=index, field="split",
                 )  # fmt: skip
-            captions.append(raw.strip())
-            text_to_image.append(image_index)
+            if record_split not in wanted:
+                continue
+            filename = get_field(record, "filename", str, json_path, index=index)
+            filepath = get_field(record, "filepath", str, json_path, index=index, default="")
+            id_field = "imgid" if "imgid" in record else "cocoid"
+            image_id = get_field(record, id_field, (int, str), json_path, index=index,
+                                 default=index)
+            path = resolve(filepath, filename, record=index, field="filename")
+            if image_id in seen_ids:
+                raise DatasetFormatError(
+                    json_path, f"duplicate image id {image_id!r} (also record "
+                    f"{seen_ids[image_id]})", record=index, field=id_field)
+            if path in seen_paths:
+                raise DatasetFormatError(
+                    json_path, f"duplicate image {path!r} (also record {seen_paths[path]})",
+                    record=index, field="filename")
+            sentences = get_field(record, "sentences", list, json_path, index=index)
+            texts = []
+            for k, sentence in enumerate(sentences):
+                raw = sentence.get("raw") if isinstance(sentence, dict) else None
+                if not isinstance(raw, str) or not raw.strip():
+                    raise DatasetFormatError(
+                        json_path, f"expected a non-empty string, got {raw!r}",
+                        record=index, field=f"sentences[{k}].raw",
+                    )  # fmt: skip
+                texts.append(raw.strip())
+        except DatasetFormatError as err:
+            policy.handle(err)
+            continue
+        seen_ids[image_id] = index
+        seen_paths[path] = index
+        image_index = len(paths)
+        paths.append(path)
+        ids.append(image_id)
+        captions += texts
+        text_to_image += [image_index] * len(texts)
     if not paths:
         raise DatasetFormatError(json_path, f"no images with split {split!r}")
     return RetrievalSplit(paths, captions, text_to_image, ids)
 
 
-def load_albef(json_path: str | os.PathLike, image_root: str | os.PathLike) -> RetrievalSplit:
+def load_albef(
+    json_path: str | os.PathLike, image_root: str | os.PathLike, *,
+    on_error: str | ErrorPolicy = "raise",
+) -> RetrievalSplit:
     """Load an ALBEF-style retrieval JSON (a list of records).
 
     Training files have one record per caption, ``{"image": path, "caption": str,
     "image_id": id}``; evaluation files one record per image, ``{"image": path, "caption":
     [str, ...]}``. Both (even mixed) are accepted: records with the same ``image`` are one
-    image, whose id is the first record's ``image_id`` (or the record index if absent).
-    Paths are ``image_root/image``.
+    image, whose id is the first record's ``image_id`` (or the record index if absent); an
+    explicit ``image_id`` naming two different images is an error. Paths are
+    ``image_root/image`` (kept inside ``image_root``). ``on_error="skip"`` leaves bad
+    records out (:mod:`mmret.data.faults`).
     """
+    policy = as_policy(on_error)
     data = read_json(json_path, "ALBEF retrieval JSON")
     expect_type(data, list, json_path)
+    resolve = PathResolver(image_root, json_path)
     index_of: dict[str, int] = {}
+    image_of_id: dict = {}
     paths: list[str] = []
     ids: list = []
     captions: list[str] = []
     text_to_image: list[int] = []
     for index, record in enumerate(data):
-        image = get_field(record, "image", str, json_path, index=index)
-        texts = get_string_list(record, "caption", json_path, index=index, allow_string=True)
-        image_id = get_field(record, "image_id", (str, int), json_path, index=index, default=index)
+        try:
+            image = get_field(record, "image", str, json_path, index=index)
+            texts = get_string_list(record, "caption", json_path, index=index,
+                                    allow_string=True)
+            image_id = get_field(record, "image_id", (str, int), json_path, index=index,
+                                 default=None)
+            path = resolve(image, record=index, field="image")
+            if image_id is not None and image_of_id.get(image_id, image) != image:
+                raise DatasetFormatError(
+                    json_path, f"image_id {image_id!r} names {image!r} here but "
+                    f"{image_of_id[image_id]!r} in an earlier record", record=index,
+                    field="image_id")
+            if any(not text.strip() for text in texts) or not texts:
+                raise DatasetFormatError(json_path, "empty caption", record=index,
+                                         field="caption")
+        except DatasetFormatError as err:
+            policy.handle(err)
+            continue
+        if image_id is not None:
+            image_of_id[image_id] = image
         if image not in index_of:
             index_of[image] = len(paths)
-            paths.append(os.path.join(image_root, image))
-            ids.append(image_id)
+            paths.append(path)
+            ids.append(index if image_id is None else image_id)
         for text in texts:
-            if not text.strip():
-                raise DatasetFormatError(json_path, "empty caption", record=index, field="caption")
             captions.append(text.strip())
             text_to_image.append(index_of[image])
     if not paths:

@@ -36,6 +36,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from mmret.data.faults import ErrorPolicy, drop_images, scan_images
 from mmret.data.images import ImageStore
 from mmret.data.multilingual import (
     MultilingualSplit,
@@ -74,15 +75,29 @@ def training_images(
 
 
 def _retrieval_split(
-    root: Path, annotation: str, split: str, image_root: str | None, fmt: str
+    root: Path, annotation: str, split: str, image_root: str | None, fmt: str,
+    on_error: str | ErrorPolicy = "raise",
 ) -> RetrievalSplit:
     path = under(root, annotation)
     images = under(root, image_root)
     if fmt == "karpathy":
-        return load_karpathy(path, images, split)
+        return load_karpathy(path, images, split, on_error=on_error)
     if fmt == "albef":
-        return load_albef(path, images)
+        return load_albef(path, images, on_error=on_error)
     raise ValueError(f"format: expected 'karpathy' or 'albef', got {fmt!r}")
+
+
+def checked_split(split: Any, check_images: str, policy: ErrorPolicy) -> Any:
+    """``split`` after the up-front image check (:func:`~mmret.data.faults.scan_images`):
+    with ``on_error=skip`` the failing images and their captions are left out."""
+    return drop_images(split, scan_images(split.image_paths, check_images, policy))
+
+
+def with_skipped(dataset: Any, policy: ErrorPolicy) -> Any:
+    """``dataset`` carrying ``skipped``: the records the policy left out (for the run's
+    ``skipped.jsonl``)."""
+    dataset.skipped = list(policy.skipped)
+    return dataset
 
 
 def karpathy_pairs(
@@ -96,17 +111,23 @@ def karpathy_pairs(
     max_images: int | None = None,
     cache_images: bool = False,
     format: str = "karpathy",
+    on_error: str = "raise",
+    check_images: str = "exists",
 ) -> ImageTextTrainDataset:
     """Image–caption training samples from a Karpathy-format JSON (COCO, Flickr30K, shapes)
     or an ALBEF-style JSON (``format: albef``; ``split`` is then the file's own content).
 
     ``captions_per_image`` = K > 1 gives one sample per image with K of its captions (for
     objectives with several positives per image); ``max_images`` keeps the first images.
+    ``on_error`` (``data.on_error``) and ``check_images``: :mod:`mmret.data.faults`.
     """
-    split_data = _retrieval_split(Path(root), annotation, split, image_root, format)
-    split_data = split_data.subset(max_images)
+    policy = ErrorPolicy(on_error)
+    split_data = _retrieval_split(Path(root), annotation, split, image_root, format, policy)
+    split_data = checked_split(split_data.subset(max_images), check_images, policy)
     images = training_images(split_data.image_paths, image_transform, eval_transform, cache_images)
-    return ImageTextTrainDataset(split_data, captions_per_image=captions_per_image, images=images)
+    dataset = ImageTextTrainDataset(split_data, captions_per_image=captions_per_image,
+                                    images=images)
+    return with_skipped(dataset, policy)
 
 
 @dataclass
@@ -126,10 +147,12 @@ def karpathy_eval(
     max_images: int | None = None,
     cache_images: bool = False,
     format: str = "karpathy",
+    check_images: str = "exists",
 ) -> ImageTextEvalSet:
-    """Evaluation split ``split`` of a Karpathy-format (or ``format: albef``) annotation."""
+    """Evaluation split ``split`` of a Karpathy-format (or ``format: albef``) annotation.
+    Bad records and images always raise (a benchmark is not evaluated on part of itself)."""
     split_data = _retrieval_split(Path(root), annotation, split, image_root, format)
-    split_data = split_data.subset(max_images)
+    split_data = checked_split(split_data.subset(max_images), check_images, ErrorPolicy())
     return ImageTextEvalSet(split_data, ImageStore(split_data.image_paths, eval_transform,
                                                    cached=cache_images))
 
@@ -141,7 +164,7 @@ MULTILINGUAL_LOADERS = {"iglue": load_iglue, "multi30k": load_multi30k, "xtd": l
 
 def load_multilingual(
     root: str | os.PathLike, languages: Sequence[str], split: str, format: str = "iglue",
-    source: str = "iglue", image_root: str | None = ".",
+    source: str = "iglue", image_root: str | None = ".", on_error: str | ErrorPolicy = "raise",
 ) -> MultilingualSplit:
     """A parallel multilingual split in ``format`` (``iglue``: ``{source}/{lang}/{split}.jsonl``;
     ``multi30k``: ``{source}/{split}.{lang}`` + ``{split}_images.txt``; ``xtd``: XTD10's
@@ -153,7 +176,7 @@ def load_multilingual(
         raise ValueError("languages: expected at least one language")
     if len(set(languages)) != len(languages):
         raise ValueError(f"languages: duplicate languages in {list(languages)}")
-    kwargs: dict[str, Any] = {"image_root": under(root, image_root)}
+    kwargs: dict[str, Any] = {"image_root": under(root, image_root), "on_error": on_error}
     if format != "xtd":
         kwargs["split"] = split
     return loader(under(root, source), list(languages), **kwargs)
@@ -175,6 +198,8 @@ def multilingual_train(
     max_images: int | None = None,
     cache_images: bool = False,
     seed: int = 0,
+    on_error: str = "raise",
+    check_images: str = "exists",
 ) -> Dataset:
     """Parallel multilingual training samples.
 
@@ -186,17 +211,18 @@ def multilingual_train(
     """
     if mode not in MULTILINGUAL_MODES:
         raise ValueError(f"mode: expected one of {MULTILINGUAL_MODES}, got {mode!r}")
+    policy = ErrorPolicy(on_error)
     try:
-        msplit = load_multilingual(root, languages, split, format, source, image_root)
+        msplit = load_multilingual(root, languages, split, format, source, image_root, policy)
     except FileNotFoundError as exc:
         raise FileNotFoundError(
             f"multilingual training data ({format}, source={source}, split={split}, "
             f"languages {list(languages)}): {exc}"
         ) from None
-    msplit = msplit.subset(max_images)
+    msplit = checked_split(msplit.subset(max_images), check_images, policy)
     images = training_images(msplit.image_paths, image_transform, eval_transform, cache_images)
     kind = OneToKDataset if mode == "one_to_k" else RandomLanguageDataset
-    return kind(msplit, list(languages), seed=seed, images=images)
+    return with_skipped(kind(msplit, list(languages), seed=seed, images=images), policy)
 
 
 @dataclass
@@ -217,9 +243,11 @@ def multilingual_eval(
     image_root: str | None = ".",
     max_images: int | None = None,
     cache_images: bool = False,
+    check_images: str = "exists",
 ) -> MultilingualEvalSet:
-    """Cross-lingual evaluation split (IGLUE, Multi30K or XTD10 format)."""
+    """Cross-lingual evaluation split (IGLUE, Multi30K or XTD10 format); bad records and
+    images always raise."""
     msplit = load_multilingual(root, languages, split, format, source, image_root)
-    msplit = msplit.subset(max_images)
+    msplit = checked_split(msplit.subset(max_images), check_images, ErrorPolicy())
     return MultilingualEvalSet(msplit, ImageStore(msplit.image_paths, eval_transform,
                                                   cached=cache_images))

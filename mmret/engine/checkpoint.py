@@ -8,6 +8,7 @@ Layout of a run directory::
         objective.safetensors      the objective's own parameters/buffers (may be empty)
         state.pt                   step, sampler position, optimiser, scheduler,
                                    GradScaler and RNG states (python, numpy, torch, cuda)
+        manifest.json              bytes + sha256 of every other file, written last
 
 Atomicity: a checkpoint is written into ``checkpoints/.tmp-last-*`` and only then swapped
 in with two ``os.replace`` calls (``last`` → ``.prev-last``, temp → ``last``); the old one
@@ -34,6 +35,7 @@ from torch import nn
 from mmret.checkpoint import (
     CONFIG_FILE,
     LAST,
+    MANIFEST_FILE,
     MODEL_FILE,
     OBJECTIVE_FILE,
     STATE_FILE,
@@ -45,12 +47,14 @@ from mmret.checkpoint import (
     load_module_weights,
     load_weights,
     resolve_checkpoint_dir,
+    verify_checkpoint,
+    write_manifest,
     write_tower_spec,
 )
 
 __all__ = [
     "CONFIG_FILE", "LAST", "MODEL_FILE", "OBJECTIVE_FILE", "STATE_FILE", "TASK_FILE",
-    "TOWERS_FILE", "CheckpointError", "find_run_dir", "has_checkpoint",
+    "TOWERS_FILE", "MANIFEST_FILE", "CheckpointError", "verify_checkpoint", "find_run_dir", "has_checkpoint",
     "load_module_weights", "load_state", "load_weights", "resolve_checkpoint_dir",
     "rng_state", "save_checkpoint", "set_rng_state",
 ]
@@ -123,6 +127,8 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     target = root / name
     previous = root / f".prev-{name}"
+    for stale in root.glob(f".tmp-{name}-*"):  # left by a writer killed mid-way
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     try:
         save_model(model, str(tmp / MODEL_FILE))
@@ -135,11 +141,16 @@ def save_checkpoint(
         torch.save(state, tmp / STATE_FILE)
         for file in files:
             _fsync_file(tmp / file)
-        if previous.exists():
-            shutil.rmtree(previous)
+        write_manifest(tmp, files)  # last: a folder with a valid manifest is complete
+        _fsync_file(tmp / MANIFEST_FILE)
         if target.exists():
+            if previous.exists():
+                shutil.rmtree(previous)
             os.replace(target, previous)
+        # with only .prev-<name> present (a crash between the renames) it stays until the
+        # new checkpoint is in place
         os.replace(tmp, target)
+        _fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -147,13 +158,32 @@ def save_checkpoint(
     return target
 
 
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 
 
 def load_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
-    """``state.pt`` of a checkpoint, loaded with ``weights_only=True``."""
-    file = resolve_checkpoint_dir(checkpoint_dir) / STATE_FILE
+    """``state.pt`` of a checkpoint (checked against the manifest), loaded with
+    ``weights_only=True``."""
+    directory = resolve_checkpoint_dir(checkpoint_dir)
+    file = directory / STATE_FILE
     if not file.is_file():
         raise CheckpointError(f"checkpoint is incomplete: {file} is missing")
-    return torch.load(file, map_location="cpu", weights_only=True)
+    verify_checkpoint(directory, [STATE_FILE])
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{file}: unreadable trainer state ({exc})") from None
 
 

@@ -57,6 +57,11 @@ class TrainerConfig:
         find_unused_parameters: DDP option; needed when a model parameter (the model's
             logit scale when the objective owns its temperature) gets no gradient.
         deterministic: ``torch.use_deterministic_algorithms(True, warn_only=True)``.
+        on_nonfinite: a NaN/Inf loss term or gradient norm ``stop``s the run (the error
+            names the step and the term; the last checkpoint is kept as it was) or
+            ``skip``s the step (its gradients are dropped; counted, logged as kind
+            ``nonfinite``).
+        max_nonfinite_skips: with ``skip``, stop after this many skipped steps.
     """
 
     max_steps: int = 1000
@@ -78,6 +83,8 @@ class TrainerConfig:
     num_threads: int = 0
     find_unused_parameters: bool = True
     deterministic: bool = False
+    on_nonfinite: str = "stop"
+    max_nonfinite_skips: int = 100
 
 
 @dataclass
@@ -103,6 +110,12 @@ class DataConfig:
             after the dataset is in place and before the sources are built (e.g.
             ``mmret.data.shards.ensure_shards`` writing the training shards when missing);
             each receives the context argument ``root``.
+        on_error: a bad annotation record or image of the training data ``raise``s a
+            clear error before training (default) or is ``skip``ped: counted, listed in
+            the run's ``skipped.jsonl`` and stated in its summary (passed to sources that
+            name ``on_error``; see :mod:`mmret.data.faults`).
+        check_images: up-front image check of the sources that name it: ``exists``
+            (default), ``decode`` (decode every image once) or ``none``.
     """
 
     name: str = "dataset"
@@ -114,6 +127,8 @@ class DataConfig:
     train: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, Any] = field(default_factory=dict)
+    on_error: str = "raise"
+    check_images: str = "exists"
 
 
 @dataclass
@@ -230,6 +245,10 @@ def trainer_config(node: DictConfig | dict | TrainerConfig) -> TrainerConfig:
         (cfg.checkpoint_every >= 0, "trainer.checkpoint_every", "an integer >= 0",
          cfg.checkpoint_every),
         (cfg.log_every >= 1, "trainer.log_every", "an integer >= 1", cfg.log_every),
+        (cfg.on_nonfinite in ("stop", "skip"), "trainer.on_nonfinite", "stop or skip",
+         cfg.on_nonfinite),
+        (cfg.max_nonfinite_skips >= 0, "trainer.max_nonfinite_skips", "an integer >= 0",
+         cfg.max_nonfinite_skips),
     ]
     for ok, key, expected, value in checks:
         if not ok:
@@ -251,6 +270,11 @@ def data_config(node: DictConfig | dict | DataConfig) -> DataConfig:
     if not cfg.train and not cfg.eval:
         raise ConfigError("data: expected a training source (data.train) or evaluation "
                           "sources (data.eval)")
+    if cfg.on_error not in ("raise", "skip"):
+        raise ConfigError(f"data.on_error: expected raise or skip, got {cfg.on_error!r}")
+    if cfg.check_images not in ("none", "exists", "decode"):
+        raise ConfigError("data.check_images: expected none, exists or decode, got "
+                          f"{cfg.check_images!r}")
     for key, source in [("train", cfg.train)] + [(f"eval.{k}", v) for k, v in cfg.eval.items()]:
         if source and "_target_" not in source:
             raise ConfigError(f"data.{key}: expected a _target_ naming the source function, "

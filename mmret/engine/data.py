@@ -16,7 +16,7 @@ from mmret.engine.config import ConfigError, DataConfig
 
 #: context arguments a source function may declare (see :mod:`mmret.data.sources`)
 CONTEXT_KEYS = ("root", "image_transform", "eval_transform", "cache_images", "seed",
-                "tokenizer", "split")
+                "tokenizer", "split", "on_error", "check_images")
 
 
 def _locate(target: str) -> Any:

@@ -12,6 +12,7 @@ directory (:func:`mmret.engine.report.write_run_outputs`).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from mmret.engine.evaluation import (
 )
 from mmret.engine.logging import MetricsLogger
 from mmret.engine.report import write_run_outputs
+from mmret.engine.runlock import acquire_run_lock
 from mmret.engine.trainer import Trainer
 from mmret.tasks import check_compatible
 
@@ -152,21 +154,72 @@ def _summarise(keys: list[str]) -> str:
     return f"{len(keys)} tensors" + (f" ({', '.join(heads)})" if heads else "")
 
 
+SKIPPED_FILE = "skipped.jsonl"
+
+
+def check_run_dir_free(run_dir: Path, resume: Any) -> None:
+    """A run folder that already holds a checkpoint is continued only when asked
+    (``resume``); otherwise starting into it is an error (it would overwrite that run)."""
+    if resume not in (None, False, "false", "") or not ckpt.has_checkpoint(run_dir):
+        return
+    try:
+        step = ckpt.load_state(run_dir).get("step", "?")
+    except ckpt.CheckpointError:
+        step = "?"
+    raise ConfigError(
+        f"{run_dir} already holds the checkpoint of a run (step {step}); pass resume=true "
+        "to continue it, or choose another hydra.run.dir"
+    )
+
+
+def write_skipped(run_dir: Path, skipped: list[dict[str, Any]]) -> Path | None:
+    """``run_dir/skipped.jsonl``: one line per record the data left out (``data.on_error=skip``)."""
+    path = run_dir / SKIPPED_FILE
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return None
+    with open(path, "w", encoding="utf-8") as handle:
+        for entry in skipped:
+            handle.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
+    return path
+
+
 def run_training(
     cfg: DictConfig, run_dir: str | Path, baseline: dict[str, dict[str, Any]] | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """Train as configured; return ``{"results", "headlines", "paths", "run_dir", "trainer"}``.
+    """Train as configured; return ``{"results", "headlines", "paths", "run_dir", "trainer",
+    "skipped"}``.
 
     ``baseline`` (optional): results measured elsewhere (e.g. the untrained model) that the
     report lists before this run's own. ``name``: the results' row name (default:
-    ``experiment_name``).
+    ``experiment_name``). Rank 0 holds ``run_dir/run.lock`` meanwhile
+    (:mod:`mmret.engine.runlock`); a folder with a checkpoint needs ``resume``.
     """
+    run_dir = Path(run_dir)
+    lock = None
+    if get_rank() == 0:
+        lock = acquire_run_lock(run_dir)
+        if lock.previous:
+            print(f"{run_dir}: taking over the lock of an ended run (pid "
+                  f"{lock.previous.get('pid', '?')})")
+    try:
+        if get_rank() == 0:
+            check_run_dir_free(run_dir, cfg.get("resume", False))
+        return _run_training(cfg, run_dir, baseline, name)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_training(
+    cfg: DictConfig, run_dir: Path, baseline: dict[str, dict[str, Any]] | None,
+    name: str | None,
+) -> dict[str, Any]:
     tcfg = trainer_config(cfg.trainer)
     dcfg = data_config(cfg.data)
     ecfg = eval_config(cfg.eval)
     lcfg = logger_config(cfg.logger)
-    run_dir = Path(run_dir)
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
     if tcfg.deterministic:
@@ -192,8 +245,14 @@ def run_training(
     dataset = build_source(
         dict(dcfg.train), "data.train", root=root, image_transform=towers.train_transform,
         eval_transform=towers.eval_transform, cache_images=dcfg.cache_images, seed=seed,
-        tokenizer=towers.tokenizer,
+        tokenizer=towers.tokenizer, on_error=dcfg.on_error, check_images=dcfg.check_images,
     )
+    skipped = list(getattr(dataset, "skipped", None) or [])
+    if is_main:
+        skipped_path = write_skipped(run_dir, skipped)
+        if skipped_path is not None:
+            print(f"data.train: skipped {len(skipped)} bad record(s) (data.on_error=skip), "
+                  f"listed in {skipped_path}")
     data_label = f"data={dcfg.name} ({dcfg.train['_target_']})"
     task.setup(towers, dataset)
     check_compatible(task, objective, towers.model, dataset, data_label)
@@ -235,6 +294,8 @@ def run_training(
     results: dict[str, dict[str, Any]] = {}
     headlines: list[str] = []
     paths: dict[str, Path] = {}
+    if skipped:
+        logger.log({"skipped_records": len(skipped)}, trainer.step, kind="data")
     try:
         trainer.fit(resume_from)
         sharded_eval = ecfg.distributed and is_distributed()
@@ -254,8 +315,18 @@ def run_training(
             title = f"{next(iter(results), experiment)}: step {trainer.step}"
             paths = write_run_outputs(run_dir, {**(baseline or {}), **results}, title,
                                       lcfg.plots)
+            notes = []
+            if skipped:
+                notes.append(f"- Data: {len(skipped)} bad training record(s) skipped "
+                             f"(data.on_error=skip), listed in {SKIPPED_FILE}.")
+            if trainer.nonfinite_skips:
+                notes.append(f"- Training: {trainer.nonfinite_skips} step(s) with NaN/Inf "
+                             "skipped (trainer.on_nonfinite=skip).")
+            if notes and "results.md" in paths:
+                with open(paths["results.md"], "a", encoding="utf-8") as handle:
+                    handle.write("\n" + "\n".join(notes) + "\n")
         _barrier()
     finally:
         logger.close()
     return {"results": results, "headlines": headlines, "paths": paths, "run_dir": run_dir,
-            "trainer": trainer}
+            "trainer": trainer, "skipped": skipped}

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +49,41 @@ Evaluator = Callable[[nn.Module], dict[str, float]]
 
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed python/numpy from the worker's torch seed
-    (itself derived from the loader's seeded generator)."""
+    (itself derived from the loader's seeded generator). Workers ignore SIGTERM/SIGINT:
+    the main process handles them (:meth:`Trainer.fit`) and ends its workers itself."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss term, a feature tensor or the gradient norm became NaN/Inf."""
+
+
+class TrainingInterrupted(SystemExit):
+    """SIGTERM/SIGINT: the trainer saved a checkpoint at the end of the step and stops
+    (exit status 128 + signal number)."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.step = step
+        self.checkpoint = checkpoint
+
+    def __str__(self) -> str:
+        return (f"training interrupted by {signal.Signals(self.signum).name} after step "
+                f"{self.step}; checkpoint: {self.checkpoint}")
+
+
+def nonfinite_terms(losses: dict[str, torch.Tensor], inputs: dict[str, Any]) -> list[str]:
+    """Names of the loss terms and objective inputs (features) holding NaN/Inf."""
+    bad = [k for k, v in losses.items() if not bool(torch.isfinite(v.detach()).all())]
+    bad += [f"input {k}" for k, v in inputs.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not bool(torch.isfinite(v.detach()).all())]
+    return bad
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -161,6 +196,9 @@ class Trainer:
         self.batch_in_epoch = 0
         self.history: list[dict[str, float]] = []
         self.eval_history: list[dict[str, float]] = []
+        self.nonfinite_skips = 0
+        self.stop_signal: int | None = None
+        self._last_inputs: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ freezing
 
@@ -213,6 +251,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
+            "nonfinite_skips": self.nonfinite_skips,
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -248,6 +287,7 @@ class Trainer:
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.nonfinite_skips = int(state.get("nonfinite_skips", 0))
         if state["world_size"] != self.world_size and self.batch_in_epoch:
             # Per-rank positions are in global batches, so they stay valid; say so anyway.
             print(f"resume: world size {state['world_size']} -> {self.world_size}")
@@ -286,6 +326,7 @@ class Trainer:
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with autocast_context(self.device, self.cfg.precision):
             inputs = self.task(self.train_model, batch)
+        self._last_inputs = inputs
         losses = self.objective(**inputs)
         if not losses:
             raise ValueError("the objective returned no loss terms")
@@ -302,12 +343,17 @@ class Trainer:
                 param.grad /= self.world_size
 
     def _optimizer_step(self) -> float:
+        """One update; returns the gradient norm, NaN/Inf without updating (fp32/bf16: the
+        caller stops or skips; fp16's GradScaler skips such steps itself)."""
         self._average_objective_grads()
         self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         # clip_grad_norm_ with max_norm=inf only measures the norm
         max_norm = self.cfg.grad_clip_norm or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return float(norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -354,6 +400,8 @@ class Trainer:
         tic = time.perf_counter()
         steps_since_tic = 0
         self.optimizer.zero_grad(set_to_none=True)
+        signals = self._graceful_signals()
+        signals.__enter__()
         try:
             while self.step < cfg.max_steps:
                 for batch in self._loader():
@@ -366,14 +414,10 @@ class Trainer:
                     with sync:
                         losses = self._forward(batch)
                         loss = sum(losses.values())
-                        if not torch.isfinite(loss):
-                            terms = ", ".join(
-                                f"{k}={float(v.detach()):.4g}" for k, v in losses.items()
-                            )
-                            raise FloatingPointError(
-                                f"non-finite loss {float(loss.detach())} at step {self.step + 1}: "
-                                + terms
-                            )
+                        if self._any_rank(not bool(torch.isfinite(loss.detach()))):
+                            self._nonfinite(losses)
+                            sums, micro = {}, 0
+                            continue
                         self.scaler.scale(loss / cfg.grad_accum_steps).backward()
                     for key, value in losses.items():
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
@@ -383,6 +427,10 @@ class Trainer:
                         continue
                     lr = self.optimizer.param_groups[0]["lr"]
                     grad_norm = self._optimizer_step()
+                    if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
+                        self._nonfinite(None, f"grad_norm={grad_norm}")
+                        sums, micro = {}, 0
+                        continue
                     self.step += 1
                     self.task.after_step(self.context())
                     steps_since_tic += 1
@@ -412,19 +460,96 @@ class Trainer:
                     due = cfg.eval_every and self.step % cfg.eval_every == 0
                     if due and self.step < cfg.max_steps:
                         self.run_evaluation()
-                    if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
+                    saved = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
                         self.step == cfg.max_steps
-                    ):
+                    )
+                    if saved:
                         self.save_checkpoint()
+                    if self._any_rank(self.stop_signal is not None):
+                        path = None if not saved else self.run_dir / "checkpoints" / ckpt.LAST
+                        path = path or self.save_checkpoint()
+                        raise TrainingInterrupted(self.stop_signal or signal.SIGTERM,
+                                                  self.step, path)
                     if self.step >= cfg.max_steps:
                         break
                 else:
                     self.epoch += 1
                     self.batch_in_epoch = 0
         finally:
+            signals.__exit__(None, None, None)
             if progress is not None:
                 progress.close()
         return self.history
+
+    # ------------------------------------------------------------------ faults
+
+    def _any_rank(self, flag: bool) -> bool:
+        """``flag`` on any rank (one tiny all-reduce when distributed)."""
+        if not is_distributed():
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item() > 0)
+
+    def _nonfinite(self, losses: dict[str, torch.Tensor] | None, what: str = "") -> None:
+        """A NaN/Inf in step ``self.step + 1``: raise :class:`NonFiniteError` (``stop``) or
+        drop the step's gradients, count and log it (``skip``)."""
+        step = self.step + 1
+        if losses is not None:
+            bad = nonfinite_terms(losses, self._last_inputs)
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            what = (f"non-finite loss at step {step}: {values} (non-finite: "
+                    f"{', '.join(bad) or 'the loss on another rank'}")
+        else:
+            what = f"non-finite gradient norm at step {step}: {what} ("
+        what += f"; epoch {self.epoch}, batch {self.batch_in_epoch} of the epoch)"
+        if self.cfg.on_nonfinite != "skip":
+            raise NonFiniteError(
+                f"{what}; training stopped, the last checkpoint was left as it was "
+                "(trainer.on_nonfinite=skip skips such steps instead)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_skips += 1
+        if self.is_main:
+            print(f"warning: skipped step {step}: {what} ({self.nonfinite_skips} skipped so "
+                  "far)", file=sys.stderr, flush=True)
+        if self.logger is not None:
+            self.logger.log({"skipped_steps": self.nonfinite_skips}, step, kind="nonfinite")
+        if self.nonfinite_skips > self.cfg.max_nonfinite_skips:
+            raise NonFiniteError(
+                f"{what}: more than trainer.max_nonfinite_skips="
+                f"{self.cfg.max_nonfinite_skips} steps skipped; training stopped")
+
+    @contextlib.contextmanager
+    def _graceful_signals(self) -> Any:
+        """SIGTERM / SIGINT: finish the step, save a checkpoint, raise
+        :class:`TrainingInterrupted`; a second signal exits at once."""
+        self.stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if self.stop_signal is not None:
+                signal.signal(signum, previous.get(signum) or signal.SIG_DFL)
+                print(f"{name} again: exiting now", file=sys.stderr, flush=True)
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self.stop_signal = signum
+            print(f"{name}: finishing step {self.step + 1}, saving a checkpoint, then "
+                  f"exiting (send {name} again to exit at once)", file=sys.stderr, flush=True)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
     def run_evaluation(self) -> dict[str, float] | None:
         """Rank 0 evaluates (``evaluator``); the other ranks wait."""
