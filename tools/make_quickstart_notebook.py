@@ -1,4 +1,4 @@
-"""Regenerate notebooks/quickstart.ipynb from the cells below (run from the repository root)."""
+"""Regenerate notebooks/01_quickstart.ipynb from the cells below (run from the repository root)."""
 
 import json
 
@@ -113,4 +113,4 @@ nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "l
       "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
 for i, c in enumerate(nb["cells"]):
     c["id"] = f"cell-{i}"
-json.dump(nb, open("notebooks/quickstart.ipynb", "w"), indent=1, ensure_ascii=False)
+json.dump(nb, open("notebooks/01_quickstart.ipynb", "w"), indent=1, ensure_ascii=False)
