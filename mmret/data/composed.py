@@ -45,6 +45,7 @@ from mmret.data.paths import PathResolver
 from mmret.data.retrieval import Tokenizer
 from mmret.data.seeding import derive_seed, seeded_random, split_key
 
+#: the FashionIQ categories (the one definition; metrics import it)
 FASHIONIQ_CATEGORIES: tuple[str, ...] = ("dress", "shirt", "toptee")
 DEFAULT_FASHIONIQ_TEMPLATE = "{c1} and {c2}"
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor
 
+from mmret.data.composed import FASHIONIQ_CATEGORIES
 from mmret.metrics._checks import as_features, as_index
 from mmret.metrics.image_text import recall_at_k
 from mmret.metrics.ranking import DEFAULT_CHUNK_SIZE, gold_ranks
@@ -25,7 +26,6 @@ __all__ = [
     "combine_fashioniq_metrics",
 ]
 
-FASHIONIQ_CATEGORIES: tuple[str, ...] = ("dress", "shirt", "toptee")
 FASHIONIQ_KS: tuple[int, ...] = (10, 50)
 #: Gallery protocol of the reference evaluation: every image of the category's split.
 FASHIONIQ_PROTOCOL = "gallery=category_split_all_images"
