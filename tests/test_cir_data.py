@@ -110,12 +110,13 @@ def test_hidden_targets_query_dataset_and_gallery(shapes, tmp_path):
     assert len(refs) < c.num_images  # the gallery is every image, not only references
     (tmp_path / "image_splits").mkdir()
     (tmp_path / "captions").mkdir()
+    relative = [str(Path(p).relative_to(shapes.root)) for p in c.gallery_paths[:2]]
     (tmp_path / "image_splits" / "split.rc2.test1.json").write_text(json.dumps(
-        {"a": c.gallery_paths[0], "b": c.gallery_paths[1]}))
+        {"a": relative[0], "b": relative[1]}))
     (tmp_path / "captions" / "cap.rc2.test1.json").write_text(json.dumps(
         [{"pairid": 1, "reference": "a", "caption": "x", "img_set": {"id": 3,
                                                                       "members": ["a", "b"]}}]))
-    hidden = load_cirr(tmp_path, "test1")
+    hidden = load_cirr(tmp_path, "test1", image_root=shapes.root)
     item = ComposedQueryDataset(hidden)[0]
     assert item["target_id"] == -1 and "target_image" not in item and hidden.group_ids == [3]
 

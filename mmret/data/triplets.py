@@ -336,7 +336,10 @@ def generate_triplets(
     files: list[str] = []
     if format == "cirr":
         names = [f"gen{k:07d}" for k in range(len(paths))]
-        images = {n: os.path.relpath(os.path.abspath(p), os.path.abspath(out))
+        # paths relative to the images' common folder, which the manifest records as the
+        # loader's image_root (annotation paths may not leave their image root)
+        image_root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+        images = {n: os.path.relpath(os.path.abspath(p), image_root)
                   for n, p in zip(names, paths, strict=True)}
         records = []
         for i, row in enumerate(candidates.tolist()):
@@ -352,7 +355,7 @@ def generate_triplets(
             })
         rel_images = f"image_splits/split.rc2.{split}.json"
         rel_caps = f"captions/cap.rc2.{split}.json"
-        loader: dict[str, Any] = {"format": "cirr", "split": split}
+        loader: dict[str, Any] = {"format": "cirr", "split": split, "image_root": image_root}
     else:
         names, image_root, ext = _fashioniq_naming(paths)
         images = names  # type: ignore[assignment]
@@ -398,7 +401,7 @@ def load_generated_triplets(
                                 "generate_triplets / mmret-cir-triplets")
     loader = json.loads(manifest_path.read_text(encoding="utf-8")).get("loader", {})
     if loader.get("format") == "cirr":
-        split = load_cirr(out, loader["split"])
+        split = load_cirr(out, loader["split"], image_root=loader.get("image_root", out))
     elif loader.get("format") == "fashioniq":
         split = load_fashioniq(out, loader["category"], loader["split"],
                                image_root=loader["image_root"], image_ext=loader["image_ext"],

@@ -197,6 +197,16 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     for group, schema in _SCHEMAS.items():
         store.store(group=group, name="schema", node=schema)
+    if not OmegaConf.has_resolver("required"):
+        OmegaConf.register_new_resolver("required", required_value)
+
+
+def required_value(value: Any, key: str) -> Any:
+    """The ``${required:${key},key}`` resolver: ``value``, or a :class:`ConfigError` saying
+    that ``key`` must be given (e.g. a stage-2 experiment's ``init_from``)."""
+    if value is None or value == "???":
+        raise ConfigError(f"{key} is required by this configuration: pass {key}=<value>")
+    return value
 
 
 def conf_dir() -> Path:

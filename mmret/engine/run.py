@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from mmret.distributed import get_rank, is_distributed
 from mmret.engine import checkpoint as ckpt
@@ -197,14 +198,21 @@ def run_training(
     (:mod:`mmret.engine.runlock`); a folder with a checkpoint needs ``resume``.
     """
     run_dir = Path(run_dir)
+    try:  # every interpolation resolves (a ${required:...} key is given) before anything runs
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as exc:
+        raise ConfigError(str(exc).replace("ConfigError raised while resolving interpolation: ",
+                                           "")) from None
     lock = None
-    if get_rank() == 0:
+    # the process group is not joined yet: torchrun's RANK tells which process is rank 0
+    launch_rank = int(os.environ.get("RANK", get_rank()))
+    if launch_rank == 0:
         lock = acquire_run_lock(run_dir)
         if lock.previous:
             print(f"{run_dir}: taking over the lock of an ended run (pid "
                   f"{lock.previous.get('pid', '?')})")
     try:
-        if get_rank() == 0:
+        if launch_rank == 0:
             check_run_dir_free(run_dir, cfg.get("resume", False))
         return _run_training(cfg, run_dir, baseline, name)
     finally:
