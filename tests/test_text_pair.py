@@ -22,8 +22,8 @@ from mmret.data.text_pairs import (
     hold_out,
     level_jsonl,
     shapes_graded_pairs,
-    stsb_sentences,
     sts_eval,
+    stsb_sentences,
 )
 from mmret.engine.config import conf_dir, register_configs
 from mmret.engine.run import run_training
@@ -109,6 +109,22 @@ def test_text_pair_trains_from_the_composed_config_on_the_tiny_text_tower(
     trained = out["trainer"].model.eval()
     texts = ["a red circle in the top left .", "two shapes: a blue star and a cross ."]
     torch.testing.assert_close(towers.model.encode(texts), trained.encode(texts))
+
+
+STS_EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("sts_*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", STS_EXPERIMENTS)
+def test_every_sts_experiment_trains_two_steps_in_the_cpu_setting(experiment, shapes, tmp_path):
+    cfg = _compose(f"experiment={experiment}", "model=tiny_text", "data=shapes_text",
+                   "trainer=cpu_sts_tiny", f"data.root={shapes}", *SMALL, "trainer.max_steps=2",
+                   "task.probe_every=0", "data.eval.sts.max_pairs=12", "data.train.probe_pairs=0")
+    with open(conf_dir() / "experiment" / f"{experiment}.yaml") as handle:
+        assert handle.readline().strip() == "# @package _global_"
+    out = run_training(cfg, tmp_path / experiment)
+    assert [h["step"] for h in out["trainer"].history] == [1, 2]
+    assert all(math.isfinite(h["loss"]) for h in out["trainer"].history)
+    assert len(STS_EXPERIMENTS) == 12
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 SETTINGS=${SETTINGS:-"tiny minilm"}
 SEEDS=${SEEDS:-"0 1"}
 SHAPES_ROOT=${SHAPES_ROOT:-data/shapes}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 for setting in $SETTINGS; do
   start=$(date +%s)
