@@ -20,6 +20,9 @@ from doc_sections import write_section  # noqa: E402
 
 from mmret.metrics.sts import pearson, spearman  # noqa: E402
 
+EXPERIMENTS = ["sts_infonce", "sts_arccon", "sts_mpt", "sts_met",
+               "sts_mhe", "sts_mhe_gdwr", "sts_mhs", "sts_mhs_gdwr",
+               "sts_vicreg", "sts_vicreg_gdwr", "sts_barlow", "sts_barlow_gdwr"]
 LABELS = {"minilm": "all-MiniLM-L6-v2, STS-B training sentences (unsupervised)",
           "tiny": "mmret-tiny text tower (from scratch), shapes captions (unsupervised)"}
 
@@ -54,6 +57,8 @@ def setting_section(setting: str, folder: Path) -> tuple[list[str], list[tuple]]
     sets = [k[: -len("_spearman")] for k in base if k.endswith("_spearman")
             and k != "spearman" and not k.startswith("sts12_")]
     runs = load_runs(folder)
+    order = {name: i for i, name in enumerate(EXPERIMENTS)}
+    runs = dict(sorted(runs.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     header = ["loss", *[f"{s} Spearman" for s in sets], "Δ vs untrained", "RFD_align",
               "RFD_unif", "wall s / run"]
     lines = [f"### {LABELS.get(setting, setting)}", "",
