@@ -1,10 +1,10 @@
-"""Evaluation protocols, registered by name (``image_text``, ``cross_lingual``, ...).
+"""Evaluation protocols, registered by name (``image_text``, ``cross_lingual``, ``sts``, ...).
 
 >>> from mmret.evaluation import run_protocol, list_protocols   # doctest: +SKIP
 """
 
 # Importing a protocol's module registers it.
-from mmret.evaluation import cir, cross_lingual, image_text  # noqa: F401
+from mmret.evaluation import cir, cross_lingual, image_text, sts  # noqa: F401
 from mmret.evaluation.base import (
     PROTOCOLS,
     EvalOptions,

@@ -173,7 +173,9 @@ def create_towers(
 
     Args:
         name: ``"mmret-tiny"`` (or another of :func:`list_tower_configs`), ``"timm-hf"``
-            (with ``vision_model=``, ``text_model=``, ``embed_dim=`` …), or any open_clip
+            (with ``vision_model=``, ``text_model=``, ``embed_dim=`` …),
+            ``"sentence-encoder"`` (text-only, ``kind=`` + the keywords of
+            :func:`mmret.towers.text_encoders.create_text_encoder`), or any open_clip
             model name (``"ViT-B-32"``, ``"xlm-roberta-base-ViT-B-32"``, ``"hf-hub:…"``).
         pretrained: open_clip pretrained tag or weights file; for mmret configs a
             safetensors file or checkpoint folder.
@@ -190,6 +192,10 @@ def create_towers(
         return _create_mmret_towers(name, pretrained, kwargs)
     if name == "timm-hf":
         return _create_timm_hf_towers(**kwargs)
+    if name == "sentence-encoder":  # text-only towers (mmret.towers.text_encoders)
+        from mmret.towers.text_encoders import create_sentence_towers
+
+        return create_sentence_towers(pretrained=pretrained, **kwargs)
     import open_clip
 
     if not name.startswith(("hf-hub:", "local-dir:")) and name not in open_clip.list_models():

