@@ -26,6 +26,11 @@ from mmret.metrics.ranking import (
     gold_ranks,
     image_text_ranks,
 )
+from mmret.metrics.unimodal import (
+    image_to_image_retrieval,
+    text_to_text_retrieval,
+    unimodal_retrieval,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -41,10 +46,13 @@ __all__ = [
     "gold_ranks",
     "image_text_ranks",
     "image_text_retrieval",
+    "image_to_image_retrieval",
     "mean_rank",
     "mean_rank_variance",
     "median_rank",
     "rank_spread",
     "recall_at_k",
+    "text_to_text_retrieval",
+    "unimodal_retrieval",
     "write_cirr_submission",
 ]
