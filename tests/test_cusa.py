@@ -407,3 +407,45 @@ def test_encode_cross_and_uni_apply_the_heads():
     # LayerNorm first: raw and L2-normalised tower features give (nearly) the same output
     raw = 5.0 * x
     assert torch.allclose(objective.encode_cross(raw)[0], objective.encode_cross(x)[0], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _gather_inputs(world: int):
+    batch = {k: v.float() for k, v in _batch(n=3 * world, d=6, seed=7).items()}
+    batch["image_ids"] = torch.tensor([0, 1, 0, 2, 3, 2][: 3 * world])
+    return batch
+
+
+def _gather_worker(rank: int, world: int):
+    torch.manual_seed(0)
+    objective = CusaObjective(embed_dim=6, gather=True)
+    batch = _gather_inputs(world)
+    rows = slice(3 * rank, 3 * rank + 3)
+    local = {k: v[rows] for k, v in batch.items()}
+    losses = objective(**local)
+    total = sum(losses.values())
+    total.backward()
+    grads = {n: p.grad.clone() for n, p in objective.named_parameters()}
+    return {"losses": {k: v.detach() for k, v in losses.items()}, "grads": grads}
+
+
+@pytest.mark.slow  # two spawned processes: ~7 s
+def test_gather_equals_single_process_loss_and_gradients():
+    from tests.distributed_utils import run_distributed
+
+    world = 2
+    per_rank = run_distributed(_gather_worker, world)
+    torch.manual_seed(0)
+    single = CusaObjective(embed_dim=6)
+    losses = single(**_gather_inputs(world))
+    sum(losses.values()).backward()
+    for r in range(world):
+        for key, value in losses.items():
+            torch.testing.assert_close(per_rank[r]["losses"][key], value.detach())
+    # every rank computes the global loss; DDP's mean over ranks of the gathered-with-grad
+    # parameter gradients equals the single-process gradient
+    for name, p in single.named_parameters():
+        mean = sum(per_rank[r]["grads"][name] for r in range(world)) / world
+        torch.testing.assert_close(mean, p.grad, atol=1e-6, rtol=1e-5)
