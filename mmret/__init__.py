@@ -6,7 +6,13 @@
 """
 
 from mmret.objectives import Objective, create_objective, list_objectives, register_objective
-from mmret.towers import TowerLoadError, Towers, create_towers, list_tower_configs
+from mmret.towers import (
+    TowerLoadError,
+    Towers,
+    create_towers,
+    list_tower_configs,
+    load_checkpoint,
+)
 
 __version__ = "0.1.0"
 
@@ -19,5 +25,6 @@ __all__ = [
     "create_towers",
     "list_objectives",
     "list_tower_configs",
+    "load_checkpoint",
     "register_objective",
 ]

@@ -39,9 +39,10 @@ MIN_STEPS = 150
 MAX_STEPS = 1500
 
 
-def seconds_per_step(cfg, repeats: int = 3) -> float:
+def seconds_per_step(cfg, captions_per_image: int, repeats: int = 3) -> float:
     """Time ``repeats`` optimiser steps of the configured towers on a synthetic batch of
-    ``trainer.batch_size`` images and 28-token captions (after one warm-up step)."""
+    ``trainer.batch_size`` images with ``captions_per_image`` 28-token captions each (after
+    one warm-up step)."""
     from mmret.engine.builders import build_objective, build_towers
 
     towers = build_towers(cfg.model)
@@ -50,7 +51,7 @@ def seconds_per_step(cfg, repeats: int = 3) -> float:
     params = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-6)
     batch = int(cfg.trainer.batch_size)
-    captions = batch * captions_per_image(cfg)
+    captions = batch * captions_per_image
     size = model.visual.image_size
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, size, size, generator=generator)
@@ -67,34 +68,23 @@ def seconds_per_step(cfg, repeats: int = 3) -> float:
     return elapsed / repeats
 
 
-def captions_per_image(cfg) -> int:
-    """Caption rows encoded per image and step (K for 1-to-K training)."""
-    from mmret.engine.config import captions_per_training_image, data_config
+def captions_per_image(cfg, towers, root: Path) -> int:
+    """Caption rows per image and step (K for 1-to-K training), as the task sees them on
+    the first few training samples of the configured source."""
+    from mmret.engine.builders import build_task
+    from mmret.engine.data import build_source
 
-    return captions_per_training_image(data_config(cfg.data))
+    node = dict(cfg.data.train)
+    if "max_images" in node:
+        node["max_images"] = 4
+    dataset = build_source(node, "data.train", root=root, image_transform=towers.eval_transform,
+                           eval_transform=towers.eval_transform, cache_images=False, seed=0,
+                           tokenizer=towers.tokenizer)
+    return build_task(cfg.get("task")).captions_per_image(dataset) or 1
 
 
 def objective_label(cfg) -> str:
     return "+".join(str(name) for name in cfg.objective)
-
-
-def _print_table(results: dict[str, dict[str, float]]) -> None:
-    from mmret.engine.report import TABLE_KEYS, _short, markdown_table
-
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover - rich ships with the dependencies
-        print(markdown_table(results))
-        return
-    table = Table(title="mmret-tiny on shapes (test split)")
-    table.add_column("model")
-    for key in TABLE_KEYS:
-        table.add_column(_short(key), justify="right")
-    for name, metrics in results.items():
-        table.add_row(name, *(f"{metrics[k]:.2f}" for k in TABLE_KEYS))
-    Console(width=140).print(table)
-    print(markdown_table(results))
 
 
 def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -103,7 +93,9 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
     from mmret.engine.data import ensure_dataset
-    from mmret.engine.run import evaluate_towers, finalize_outputs, prepare_eval_data, run_training
+    from mmret.engine.evaluation import build_eval_sets, eval_options, evaluate_model
+    from mmret.engine.report import results_tables
+    from mmret.engine.run import run_training
 
     start = time.perf_counter()
     torch.set_num_threads(2)
@@ -116,24 +108,31 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     ecfg = eval_config(cfg.eval)
 
     root = Path(absolute_path(dcfg.root))
-    if not (root / dcfg.annotation).is_file():
+    if dcfg.check_file and not (root / dcfg.check_file).is_file():
         print(f"[demo] generating the shapes benchmark into {root} ...")
     ensure_dataset(dcfg, root)
     print(f"[demo] data ready ({time.perf_counter() - start:.0f} s)")
 
     seed_everything(int(cfg.seed))
     untrained = build_towers(cfg.model)
-    test = prepare_eval_data(dcfg, ecfg.split, untrained.eval_transform)
-    before = evaluate_towers(untrained, test, ecfg, torch.device("cpu"))
+    device = torch.device("cpu")
+    sets = build_eval_sets(dcfg, root, untrained, ecfg.split, ["image_text"])
+    baseline, _ = evaluate_model(
+        untrained.model, sets, eval_options(ecfg, untrained.tokenizer, device),
+        name="mmret-tiny untrained", data_name=dcfg.name, split=ecfg.split, ecfg=ecfg,
+    )
+    before = next(iter(baseline.values()))
+    split = sets["image_text"].split
     print(
-        f"[demo] untrained mmret-tiny on {len(test.split.image_paths)} test images / "
-        f"{len(test.split.captions)} captions: "
+        f"[demo] untrained mmret-tiny on {split.num_images} test images / "
+        f"{split.num_texts} captions: "
         f"text→image R@1 = {before['text_to_image_R@1']:.2f}%, "
         f"image→text R@1 = {before['image_to_text_R@1']:.2f}%"
     )
 
+    k = captions_per_image(cfg, untrained, root)
     if not any(o.startswith("trainer.max_steps=") for o in overrides):
-        per_step = seconds_per_step(cfg)
+        per_step = seconds_per_step(cfg, k)
         left = DEMO_BUDGET_S - RESERVE_S - (time.perf_counter() - start)
         # 5 % on top for data loading, logging and load fluctuations: the timed 28-token
         # captions are already longer than the benchmark's mean (~20 tokens; the text tower
@@ -149,27 +148,13 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     )
     label = objective_label(cfg)
     print(f"[demo] training mmret-tiny with {label} for {cfg.trainer.max_steps} steps "
-          f"(batch {cfg.trainer.batch_size} images × {captions_per_image(cfg)} captions) "
-          f"→ {run_dir}")
-    out = run_training(cfg, run_dir)
-    trained = iter(out["results"].values())
-    after = next(trained)
-    cross = next(trained, None)
-    results = {"mmret-tiny untrained": before, f"mmret-tiny + {label} (trained)": after}
-    if cross is not None:
-        results[f"mmret-tiny + {label}: cross-lingual ({cross['setting']})"] = cross
-    paths = finalize_outputs(run_dir, results, f"Demo: mmret-tiny + {label} on shapes (test)", True)
-    _print_table({k: v for k, v in results.items() if "per_language" not in v})
-    if cross is not None:
-        from mmret.engine.report import cross_lingual_table
-
-        print(f"\n[demo] cross-lingual retrieval on the test split, {len(cross['languages'])} "
-              f"languages ({cross['setting']}); MRV = mean over images of the std of the "
-              "gold rank across languages (lower = more consistent):")
-        print(cross_lingual_table(cross))
+          f"(batch {cfg.trainer.batch_size} images × {k} captions) → {run_dir}")
+    out = run_training(cfg, run_dir, baseline=baseline, name=f"mmret-tiny + {label}")
+    results = {**baseline, **out["results"]}
+    print(results_tables(results))
     elapsed = time.perf_counter() - start
     print(f"[demo] finished in {elapsed / 60:.1f} min")
-    for name, path in paths.items():
+    for name, path in out["paths"].items():
         print(f"[demo] {name:12s} {path}")
     print(f"[demo] checkpoint    {run_dir / 'checkpoints' / 'last'}")
     return results

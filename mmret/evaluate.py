@@ -4,9 +4,12 @@ Examples::
 
     mmret-eval checkpoint=outputs/shapes_clip/<run>            # data: shapes, split: test
     mmret-eval model=open_clip model.name=ViT-B-32 model.pretrained=openai \\
-        data=karpathy data.root=/datasets/flickr30k data.annotation=dataset_flickr30k.json
+        data=karpathy data.root=/datasets/flickr30k \\
+        data.eval.image_text.annotation=dataset_flickr30k.json
 
-Writes ``metrics.json`` and ``results.md`` into the Hydra run directory and prints the table.
+Runs every evaluation protocol of ``data.eval`` (or ``eval.protocols``), writes
+``metrics.json`` and ``results.md`` into the Hydra run directory, prints the tables and
+returns the first protocol's headline metric.
 """
 
 from __future__ import annotations
@@ -23,25 +26,91 @@ from mmret.engine.config import conf_dir, register_configs
 register_configs()
 
 
+def _train_source(run_dir: Path) -> dict[str, Any] | None:
+    """The training source of a run (for naming the cross-lingual setting)."""
+    from omegaconf import OmegaConf
+
+    file = run_dir / "config.yaml"
+    if not file.is_file():
+        return None
+    data = OmegaConf.to_container(OmegaConf.load(file)).get("data") or {}
+    if isinstance(data.get("train"), dict):
+        return data["train"]
+    if data.get("train_mode") not in (None, "pairs"):  # configs before sources had targets
+        return {"languages": data.get("train_languages")}
+    return {}
+
+
+def load_towers(path: str, device: torch.device) -> Any:
+    """The towers of a checkpoint: from its ``towers.json`` (:func:`mmret.load_checkpoint`),
+    or, for checkpoints written before checkpoints described their towers, from the run's
+    ``config.yaml``."""
+    from mmret.checkpoint import CheckpointError, find_run_dir, load_weights
+    from mmret.towers import load_checkpoint
+
+    try:
+        return load_checkpoint(path, device)
+    except CheckpointError as exc:
+        if "towers.json" not in str(exc):
+            raise
+    from omegaconf import OmegaConf
+
+    from mmret.engine.builders import build_towers
+
+    model_cfg = OmegaConf.to_container(OmegaConf.load(find_run_dir(path) / "config.yaml").model)
+    model_cfg.pop("freeze", None)
+    towers = build_towers(model_cfg, load_pretrained=False)
+    load_weights(towers.model, path)
+    towers.model.to(device).eval()
+    return towers
+
+
+def load_run_task(path: str, towers: Any, device: torch.device) -> tuple[Any, Any]:
+    """The trained task and objective of a run (task-owned modules, objective heads), from
+    its ``config.yaml`` and ``task.safetensors`` / ``objective.safetensors``; ``(None,
+    None)`` for a bare checkpoint folder or a run without a ``task`` entry."""
+    from omegaconf import OmegaConf
+
+    from mmret.checkpoint import (
+        OBJECTIVE_FILE,
+        TASK_FILE,
+        CheckpointError,
+        find_run_dir,
+        load_module_weights,
+    )
+    from mmret.engine.builders import build_objective, build_task
+
+    try:
+        run_cfg = OmegaConf.load(find_run_dir(path) / "config.yaml")
+    except CheckpointError:
+        return None, None
+    if "task" not in run_cfg:
+        return None, None
+    task = build_task(run_cfg.task)
+    task.setup(towers, None)
+    load_module_weights(task, path, TASK_FILE)
+    objective = build_objective(run_cfg.objective)
+    load_module_weights(objective, path, OBJECTIVE_FILE)
+    return task.to(device).eval(), objective.to(device).eval()
+
+
 def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> dict[str, Any]:
-    """Evaluate as configured; returns ``{"results", "paths", "table"}``.
+    """Evaluate as configured; returns ``{"results", "headlines", "paths", "table"}``.
 
     ``towers`` (optional) overrides both ``checkpoint`` and ``model``.
     """
+    from mmret.checkpoint import find_run_dir
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
-    from mmret.engine.checkpoint import load_model_for_inference
     from mmret.engine.config import data_config, eval_config
     from mmret.engine.data import ensure_dataset
-    from mmret.engine.report import markdown_table
-    from mmret.engine.run import (
-        cross_lingual_name,
-        cross_lingual_setting,
-        evaluate_multilingual,
-        evaluate_towers,
-        finalize_outputs,
-        init_distributed,
-        prepare_eval_data,
+    from mmret.engine.evaluation import (
+        build_eval_sets,
+        eval_options,
+        evaluate_model,
+        protocols_to_run,
     )
+    from mmret.engine.report import results_tables, write_run_outputs
+    from mmret.engine.run import init_distributed
 
     dcfg = data_config(cfg.data)
     ecfg = eval_config(cfg.eval)
@@ -50,41 +119,41 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     device = init_distributed(str(cfg.get("device", "auto")))
     seed_everything(0)
     checkpoint = cfg.get("checkpoint")
-    train_data = None  # the checkpoint's training data, for the cross-lingual setting
+    train_source = None  # the checkpoint's training data, for the cross-lingual setting
+    task = objective = None
     if towers is not None:
         name = cfg.get("name") or "model"
     elif checkpoint:
         path = absolute_path(str(checkpoint))
-        towers = load_model_for_inference(path, device)
-        from omegaconf import OmegaConf
-
-        from mmret.engine.checkpoint import find_run_dir
-
-        run_cfg = OmegaConf.load(find_run_dir(path) / "config.yaml")
-        train_data = data_config(run_cfg.data) if "data" in run_cfg else None
+        towers = load_towers(path, device)
+        task, objective = load_run_task(path, towers, device)
+        try:
+            train_source = _train_source(find_run_dir(path))
+        except Exception:  # a bare checkpoint folder without its run
+            train_source = None
         name = cfg.get("name") or Path(path).name
     else:
         towers = build_towers(cfg.model)
         pretrained = cfg.model.get("pretrained")
         name = cfg.get("name") or f"{cfg.model.name}" + (f" ({pretrained})" if pretrained else "")
     towers.model.to(device).eval()
-    ensure_dataset(dcfg, Path(absolute_path(dcfg.root)))
-    data = prepare_eval_data(dcfg, ecfg.split, towers.eval_transform)
-    metrics = evaluate_towers(towers, data, ecfg, device)
-    results: dict[str, Any] = {f"{name} ({dcfg.name} {ecfg.split})": metrics}
-    cross = evaluate_multilingual(towers, dcfg, ecfg, device)
-    if cross is not None:
-        cross["setting"] = cross_lingual_setting(train_data, ecfg, list(cross["languages"]))
-        results[cross_lingual_name(str(name), cross["setting"])] = cross
-    out = Path(out_dir)
-    paths = finalize_outputs(out, results, f"Evaluation on {dcfg.name} {ecfg.split}",
-                             bool(cfg.get("plots", True)))
-    return {"results": results, "paths": paths, "table": markdown_table(results)}
+    root = Path(absolute_path(dcfg.root))
+    ensure_dataset(dcfg, root)
+    sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
+    model = task.eval_model(towers.model, objective) if task is not None else towers.model
+    results, headlines = evaluate_model(
+        model, sets, eval_options(ecfg, towers.tokenizer, device, task=task), name=str(name),
+        data_name=dcfg.name, split=ecfg.split, ecfg=ecfg, train_source=train_source,
+    )
+    paths = write_run_outputs(out_dir, results, f"Evaluation on {dcfg.name} {ecfg.split}",
+                              bool(cfg.get("plots", True)))
+    return {"results": results, "headlines": headlines, "paths": paths,
+            "table": results_tables(results)}
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Evaluate; returns text→image R@1."""
+    """Evaluate; returns the first protocol's headline metric."""
     from hydra.core.hydra_config import HydraConfig
 
     out = run_evaluation(cfg, HydraConfig.get().runtime.output_dir)
@@ -92,7 +161,7 @@ def main(cfg: DictConfig) -> float:
     for name, path in out["paths"].items():
         print(f"{name}: {path}")
     metrics = next(iter(out["results"].values()))
-    return float(metrics["text_to_image_R@1"])
+    return float(metrics[out["headlines"][0]])
 
 
 if __name__ == "__main__":

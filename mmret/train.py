@@ -24,18 +24,21 @@ register_configs()
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Train; returns the final text→image R@1 (useful for Hydra sweepers)."""
+    """Train; returns the first evaluation protocol's headline metric (for sweepers)."""
     from hydra.core.hydra_config import HydraConfig
 
     from mmret.engine.run import run_training
 
     run_dir = HydraConfig.get().runtime.output_dir
     out = run_training(cfg, run_dir)
-    for metrics in out["results"].values():
-        print(f"text_to_image_R@1 = {metrics['text_to_image_R@1']:.2f}")
-        for name, path in out["paths"].items():
-            print(f"{name}: {path}")
-        return float(metrics["text_to_image_R@1"])
+    for name, path in out["paths"].items():
+        print(f"{name}: {path}")
+    for (result, metrics), headline in zip(out["results"].items(), out["headlines"],
+                                           strict=True):
+        print(f"{result}: {headline} = {metrics[headline]:.2f}")
+    if out["results"]:
+        first = next(iter(out["results"].values()))
+        return float(first[out["headlines"][0]])
     return None
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,3 +51,75 @@ class ImagePathDataset(Dataset):
             "image": apply_transform(load_image(self.paths[index]), self.transform),
             "index": index,
         }
+
+
+@contextlib.contextmanager
+def seeded_random(seed: int) -> Iterator[None]:
+    """Run the body with torch's CPU RNG and Python's ``random`` seeded by ``seed``, then
+    restore both: a random image transform becomes a function of ``seed`` (the sampler's
+    per-sample seed), independent of worker assignment and of resuming."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = random.getstate()
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state)
+
+
+class ImageStore:
+    """The images of a split as tensors: ``store[i] -> FloatTensor[3, H, W]``.
+
+    ``cached=True`` applies ``transform`` to every image once into one in-memory tensor
+    (the transform must then be deterministic); otherwise each access decodes the file and
+    applies ``transform``. :meth:`load` with a ``seed`` runs a random transform under
+    :func:`seeded_random`.
+    """
+
+    def __init__(
+        self, paths: Sequence[str], transform: ImageTransform | None, cached: bool = False
+    ) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+        self.cache: torch.Tensor | None = None
+        if cached and self.paths:
+            first = self._decode(0)
+            self.cache = torch.empty((len(self.paths), *first.shape), dtype=first.dtype)
+            self.cache[0] = first
+            for i in range(1, len(self.paths)):
+                self.cache[i] = self._decode(i)
+
+    def _decode(self, index: int) -> torch.Tensor:
+        return apply_transform(load_image(self.paths[index]), self.transform)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int, seed: int | None = None) -> torch.Tensor:
+        """Image ``index``; a random transform is seeded by ``seed`` when given."""
+        if self.cache is not None:
+            return self.cache[index]
+        if seed is None:
+            return self._decode(index)
+        with seeded_random(seed):
+            return self._decode(index)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.load(index)
+
+    def batch(self, indices: Sequence[int] | slice) -> torch.Tensor:
+        """``FloatTensor[n, 3, H, W]`` of the images at ``indices``."""
+        if self.cache is not None:
+            return self.cache[indices]
+        rng = range(len(self))[indices] if isinstance(indices, slice) else indices
+        return torch.stack([self._decode(i) for i in rng])
+
+
+def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+    """``(index, sample_seed)`` of a dataset key: the sampler's ``(index, seed)`` pair or a
+    plain index (seed ``None``)."""
+    if isinstance(key, tuple):
+        index, seed = key
+        return int(index), int(seed)
+    return int(key), None

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from mmret.data.errors import DatasetFormatError, get_field, get_string_list, read_jsonl, read_lines
-from mmret.data.images import ImageTransform, apply_transform, load_image
+from mmret.data.images import ImageStore, ImageTransform, split_key
 from mmret.data.retrieval import RetrievalSplit, Tokenizer
 
 
@@ -270,9 +269,9 @@ class _EpochSeeded(Dataset):
     :meth:`set_epoch` call and resumed / distributed runs draw exactly what an uninterrupted
     single-process run draws.
 
-    ``images`` (optional): ``images[image_index] -> image`` (e.g. an in-memory
-    :class:`~mmret.engine.data.ImageStore` aligned with ``msplit.image_paths``) used instead
-    of decoding ``msplit.image_paths[image_index]`` and applying ``transform``.
+    ``images`` (optional): an :class:`~mmret.data.images.ImageStore` aligned with
+    ``msplit.image_paths`` (e.g. cached in memory); default: decode each file with
+    ``transform`` (a random transform is seeded by ``sample_seed``).
     """
 
     def __init__(
@@ -289,8 +288,8 @@ class _EpochSeeded(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.tokenizer = tokenizer
-        self.images = images
-        if images is not None and len(images) != msplit.num_images:
+        self.images = images if images is not None else ImageStore(msplit.image_paths, transform)
+        if len(self.images) != msplit.num_images:
             raise ValueError(
                 f"images: expected one image per split image ({msplit.num_images}), "
                 f"got {len(images)}"
@@ -314,57 +313,48 @@ class _EpochSeeded(Dataset):
             return np.random.default_rng([int(sample_seed), index])
         return np.random.default_rng([self.seed, self.epoch, index])
 
-    @staticmethod
-    def _split_key(key: Key) -> tuple[int, int | None]:
-        if isinstance(key, tuple):
-            index, sample_seed = key
-            return int(index), int(sample_seed)
-        return int(key), None
-
     def __len__(self) -> int:
         return len(self.image_indices)
 
-    def _image(self, image_index: int) -> Any:
-        if self.images is not None:
-            return self.images[image_index]
-        return apply_transform(load_image(self.msplit.image_paths[image_index]), self.transform)
+    def _image(self, image_index: int, sample_seed: int | None) -> Any:
+        return self.images.load(image_index, sample_seed)
 
 
 class OneToKDataset(_EpochSeeded):
     """One item per image with its captions in K languages (1-to-K contrastive learning).
 
-    Item = ``{"image": Tensor[3,H,W], "captions": list[str] (K, in ``langs`` order),
-    "caption_mask": BoolTensor[K], "langs": list[str], "image_id": int}``. A language without
-    a caption for the image gets ``""`` with mask False (objectives must drop it from every
-    softmax; METHODS.md section 3). When an image has several captions per language, one
+    Item (the collate's sample format) = ``{"image": Tensor[3,H,W], "caption": list (K
+    entries in ``langs`` order), "image_id": int}``. A language without a caption for the
+    image gets ``None``, which the collate turns into ``text_mask`` False (objectives drop it
+    from every softmax; docs/methods.md §3). When an image has several captions per language, one
     caption slot ``s`` is drawn per (seed, epoch, index) and caption ``s mod n_lang`` is taken
     in every language, so that parallel datasets yield translations of the same caption.
     With ``tokenizer`` the item also has ``"text"``: LongTensor[K, L].
     """
+    sample_fields = ("image", "caption", "image_id")
+
+    @property
+    def captions_per_sample(self) -> int:
+        return len(self.langs)
+
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
-        index, sample_seed = self._split_key(key)
+        index, sample_seed = split_key(key)
         image_index = self.image_indices[index]
         lists = [self.by_image[lang][image_index] for lang in self.langs]
         most = max(len(texts) for texts in lists)
         slot = int(self._rng(index, sample_seed).integers(most)) if most > 1 else 0
-        captions, mask = [], []
-        for lang, texts in zip(self.langs, lists, strict=True):
-            if texts:
-                captions.append(self.msplit.captions[lang][texts[slot % len(texts)]])
-                mask.append(True)
-            else:
-                captions.append("")
-                mask.append(False)
+        captions: list[str | None] = [
+            self.msplit.captions[lang][texts[slot % len(texts)]] if texts else None
+            for lang, texts in zip(self.langs, lists, strict=True)
+        ]
         item: dict[str, Any] = {
-            "image": self._image(image_index),
-            "captions": captions,
-            "caption_mask": torch.tensor(mask, dtype=torch.bool),
-            "langs": list(self.langs),
+            "image": self._image(image_index, sample_seed),
+            "caption": captions,
             "image_id": image_index,
         }
         if self.tokenizer is not None:
-            item["text"] = self.tokenizer(captions)
+            item["text"] = self.tokenizer([c or "" for c in captions])
         return item
 
 
@@ -378,9 +368,12 @@ class RandomLanguageDataset(_EpochSeeded):
     Item = ``{"image", "caption": str, "lang": str, "image_id": int}`` (+ ``"text"``:
     LongTensor[L] with ``tokenizer``).
     """
+    sample_fields = ("image", "caption", "image_id", "lang")
+    captions_per_sample = 1
+
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
-        index, sample_seed = self._split_key(key)
+        index, sample_seed = split_key(key)
         image_index = self.image_indices[index]
         rng = self._rng(index, sample_seed)
         available = [lang for lang in self.langs if self.by_image[lang][image_index]]
@@ -388,7 +381,7 @@ class RandomLanguageDataset(_EpochSeeded):
         texts = self.by_image[lang][image_index]
         caption = self.msplit.captions[lang][texts[int(rng.integers(len(texts)))]]
         item: dict[str, Any] = {
-            "image": self._image(image_index),
+            "image": self._image(image_index, sample_seed),
             "caption": caption,
             "lang": lang,
             "image_id": image_index,

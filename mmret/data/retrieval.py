@@ -23,7 +23,7 @@ from mmret.data.errors import (
     get_string_list,
     read_json,
 )
-from mmret.data.images import ImageTransform, apply_transform, load_image
+from mmret.data.images import ImageStore, ImageTransform, split_key
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -77,6 +77,18 @@ class RetrievalSplit:
         for t, i in enumerate(self.text_to_image):
             out[i].append(t)
         return out
+
+    def subset(self, max_images: int | None) -> RetrievalSplit:
+        """The first ``max_images`` images and their captions (``None``: this split)."""
+        if max_images is None or max_images >= self.num_images:
+            return self
+        if max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+        keep = [t for t, i in enumerate(self.text_to_image) if i < max_images]
+        return RetrievalSplit(
+            self.image_paths[:max_images], [self.captions[t] for t in keep],
+            [self.text_to_image[t] for t in keep], self.image_ids[:max_images],
+        )
 
     def __repr__(self) -> str:
         return f"RetrievalSplit(num_images={self.num_images}, num_texts={self.num_texts})"
@@ -171,14 +183,20 @@ def load_albef(json_path: str | os.PathLike, image_root: str | os.PathLike) -> R
 
 
 class ImageTextTrainDataset(Dataset):
-    """One item per caption of a :class:`RetrievalSplit`.
+    """Training samples of a :class:`RetrievalSplit` in the collate's sample format.
 
-    Item ``t`` is ``{"image": transform(image), "caption": str, "image_id": int}`` where
-    ``image_id`` is the dense image index ``text_to_image[t]`` (captions of the same image
-    share it, which multi-positive objectives use); the dataset's own ids stay in
-    ``split.image_ids``. Without a transform the image is a FloatTensor[3, H, W] in [0, 1].
-    Tokenisation normally happens in the collate function (one tokenizer call per batch);
-    with ``tokenizer`` each item also gets ``"text"``: LongTensor[L] = ``tokenizer([c])[0]``.
+    With ``captions_per_image = 1`` there is one sample per caption ``t``:
+    ``{"image": Tensor[3,H,W], "caption": str, "image_id": int}``, where ``image_id`` is the
+    dense image index ``text_to_image[t]`` (captions of the same image share it, which
+    multi-positive objectives use; the dataset's own ids stay in ``split.image_ids``).
+    With ``K > 1`` there is one sample per image with K of its captions (consecutive,
+    cycling when the image has fewer) as a list.
+
+    Keys may be the sampler's ``(index, seed)`` pairs: a random transform then runs seeded
+    by ``seed`` (:func:`~mmret.data.images.seeded_random`). ``images`` is an
+    :class:`~mmret.data.images.ImageStore` aligned with ``split.image_paths`` (default:
+    decode each file with ``transform``). With ``tokenizer`` each sample also gets
+    ``"text"``: LongTensor[L] (K = 1) or [K, L].
     """
 
     def __init__(
@@ -186,26 +204,47 @@ class ImageTextTrainDataset(Dataset):
         split: RetrievalSplit,
         transform: ImageTransform | None = None,
         tokenizer: Tokenizer | None = None,
+        captions_per_image: int = 1,
+        images: ImageStore | None = None,
     ) -> None:
+        if captions_per_image < 1:
+            raise ValueError(f"captions_per_image: expected >= 1, got {captions_per_image}")
         self.split = split
-        self.transform = transform
+        self.images = images if images is not None else ImageStore(split.image_paths, transform)
+        if len(self.images) != split.num_images:
+            raise ValueError(
+                f"images: expected one image per split image ({split.num_images}), "
+                f"got {len(self.images)}"
+            )
         self.tokenizer = tokenizer
+        self.captions_per_sample = int(captions_per_image)
+        self.captions_of = split.image_to_texts()
+
+    @property
+    def sample_fields(self) -> tuple[str, ...]:
+        return ("image", "caption", "image_id")
 
     def __len__(self) -> int:
-        return self.split.num_texts
+        return self.split.num_texts if self.captions_per_sample == 1 else self.split.num_images
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image_index = self.split.text_to_image[index]
-        caption = self.split.captions[index]
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = split_key(key)
+        if self.captions_per_sample == 1:
+            image_index = self.split.text_to_image[index]
+            caption: Any = self.split.captions[index]
+        else:
+            image_index = index
+            own = self.captions_of[index]
+            caption = [self.split.captions[own[c % len(own)]] for c in range(self.captions_per_sample)]
         item: dict[str, Any] = {
-            "image": apply_transform(
-                load_image(self.split.image_paths[image_index]), self.transform
-            ),
+            "image": self.images.load(image_index, seed),
             "caption": caption,
-            "image_id": image_index,
+            "image_id": int(image_index),
         }
         if self.tokenizer is not None:
-            item["text"] = self.tokenizer([caption])[0]
+            texts = [caption] if isinstance(caption, str) else list(caption)
+            tokens = self.tokenizer(texts)
+            item["text"] = tokens[0] if isinstance(caption, str) else tokens
         return item
 
 

@@ -1,15 +1,9 @@
-"""Training engine: trainer loop, checkpoints, logging, plots and the evaluation runner.
+"""Training engine: the loop, checkpoint writing, logging, reports and run orchestration.
 
 >>> from mmret.engine import Trainer, run_training          # doctest: +SKIP
->>> from mmret.engine.checkpoint import load_model_for_inference  # doctest: +SKIP
 """
 
-from mmret.engine.checkpoint import (
-    CheckpointError,
-    load_model_for_inference,
-    load_weights,
-    save_checkpoint,
-)
+from mmret.engine.checkpoint import CheckpointError, load_weights, save_checkpoint
 from mmret.engine.config import (
     ConfigError,
     DataConfig,
@@ -39,7 +33,6 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "conf_dir",
-    "load_model_for_inference",
     "load_weights",
     "parameter_groups",
     "register_configs",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mmret.engine.config import ConfigError, freeze_list
+from mmret.engine.config import ConfigError
 
 
 def seed_everything(seed: int) -> None:
@@ -27,18 +27,19 @@ def _plain(node: Any) -> Any:
 
 
 def build_towers(model_cfg: DictConfig | dict, load_pretrained: bool = True):
-    """Instantiate ``cfg.model`` (``_target_: mmret.create_towers`` + its keywords) and apply
-    ``model.freeze`` (a list of ``visual`` / ``text``) with :func:`mmret.towers.set_trainable`.
+    """Instantiate ``cfg.model`` (``_target_: mmret.create_towers`` + its keywords).
 
     ``load_pretrained=False`` drops ``pretrained`` (used when trained weights follow).
+    Freezing is the run's ``freeze`` list (``freeze=[model.visual]``), not a model key.
     """
     from hydra.utils import instantiate
 
-    from mmret.towers import set_trainable
-
     spec = dict(_plain(model_cfg))
-    freeze = freeze_list(spec)
-    spec.pop("freeze", None)
+    if spec.pop("freeze", None):
+        raise ConfigError(
+            "model.freeze moved to the run's freeze list: use freeze=[model.visual] (any "
+            "module path under model. or task.)"
+        )
     spec.setdefault("_target_", "mmret.create_towers")
     if not load_pretrained:
         spec["pretrained"] = None
@@ -46,13 +47,34 @@ def build_towers(model_cfg: DictConfig | dict, load_pretrained: bool = True):
         _absolute(spec["pretrained"])
     ):
         spec["pretrained"] = _absolute(spec["pretrained"])
-    towers = instantiate(spec, _convert_="all")
-    for tower in freeze:
-        module = getattr(towers.model, tower, None)
-        if not isinstance(module, torch.nn.Module):
-            raise ConfigError(f"model.freeze: the model has no tower {tower!r}")
-        set_trainable(module, False)
-    return towers
+    return instantiate(spec, _convert_="all")
+
+
+def build_task(task_cfg: DictConfig | dict | str | None):
+    """``cfg.task`` (``{name: image_text, **options}``, or ``_target_`` + keywords) as a
+    :class:`~mmret.tasks.Task`; ``None`` means ``image_text``."""
+    from mmret.registry import RegistryError
+    from mmret.tasks import create_task
+
+    spec = _plain(task_cfg)
+    if spec is None:
+        spec = {"name": "image_text"}
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    if "_target_" in spec:
+        from hydra.utils import instantiate
+
+        return instantiate(spec, _convert_="all")
+    name = spec.pop("name", None)
+    if name is None:
+        raise ConfigError("task: expected a name (task=image_text) or a _target_")
+    try:
+        return create_task(str(name), **spec)
+    except RegistryError as exc:
+        raise ConfigError(f"task: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"task {name!r}: {exc}") from None
 
 
 def build_objective(objective_cfg: DictConfig | dict | str):

@@ -28,19 +28,32 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import nn
 
-MODEL_FILE = "model.safetensors"
-OBJECTIVE_FILE = "objective.safetensors"
-STATE_FILE = "state.pt"
-CONFIG_FILE = "config.yaml"
-LAST = "last"
-_PREV = ".prev-last"
+from mmret.checkpoint import (
+    CONFIG_FILE,
+    LAST,
+    MODEL_FILE,
+    OBJECTIVE_FILE,
+    STATE_FILE,
+    TASK_FILE,
+    TOWERS_FILE,
+    CheckpointError,
+    find_run_dir,
+    has_checkpoint,
+    load_module_weights,
+    load_weights,
+    resolve_checkpoint_dir,
+    write_tower_spec,
+)
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or run directory is missing, incomplete or unreadable."""
+__all__ = [
+    "CONFIG_FILE", "LAST", "MODEL_FILE", "OBJECTIVE_FILE", "STATE_FILE", "TASK_FILE",
+    "TOWERS_FILE", "CheckpointError", "find_run_dir", "has_checkpoint",
+    "load_module_weights", "load_state", "load_weights", "resolve_checkpoint_dir",
+    "rng_state", "save_checkpoint", "set_rng_state",
+]
 
 
 # --------------------------------------------------------------------------- RNG state
@@ -98,11 +111,13 @@ def save_checkpoint(
     objective: nn.Module | None,
     state: dict[str, Any],
     name: str = LAST,
+    task: nn.Module | None = None,
 ) -> Path:
     """Write ``checkpoint_root/name`` atomically and return its path.
 
-    ``model`` / ``objective`` must be unwrapped (not DDP). ``state`` is saved as
-    ``state.pt`` and must be weights-only loadable.
+    ``model`` / ``task`` / ``objective`` must be unwrapped (not DDP). ``state`` is saved as
+    ``state.pt`` and must be weights-only loadable. ``towers.json`` is written when the
+    model was made by :func:`mmret.create_towers`.
     """
     root = Path(checkpoint_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -112,8 +127,13 @@ def save_checkpoint(
     try:
         save_model(model, str(tmp / MODEL_FILE))
         save_model(objective if objective is not None else nn.Module(), str(tmp / OBJECTIVE_FILE))
+        save_model(task if task is not None else nn.Module(), str(tmp / TASK_FILE))
+        files = [MODEL_FILE, OBJECTIVE_FILE, TASK_FILE, STATE_FILE]
+        if getattr(model, "mmret_spec", None) is not None:
+            write_tower_spec(model, tmp)
+            files.append(TOWERS_FILE)
         torch.save(state, tmp / STATE_FILE)
-        for file in (MODEL_FILE, OBJECTIVE_FILE, STATE_FILE):
+        for file in files:
             _fsync_file(tmp / file)
         if previous.exists():
             shutil.rmtree(previous)
@@ -127,34 +147,6 @@ def save_checkpoint(
     return target
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
-    """The checkpoint folder for ``path``: a checkpoint dir (holding ``model.safetensors``),
-    a run dir (→ ``checkpoints/last``) or a ``checkpoints`` dir (→ ``last``).
-
-    Falls back to ``.prev-last`` when a crash interrupted the swap of ``last``.
-    """
-    p = Path(path).expanduser()
-    if (p / MODEL_FILE).is_file():
-        return p
-    for root in (p / "checkpoints", p):
-        for name in (LAST, _PREV):
-            if (root / name / MODEL_FILE).is_file():
-                return root / name
-    raise CheckpointError(
-        f"no checkpoint at {p}: expected {p / MODEL_FILE}, {p / 'checkpoints' / LAST / MODEL_FILE} "
-        f"or {p / LAST / MODEL_FILE}"
-    )
-
-
-def has_checkpoint(path: str | os.PathLike) -> bool:
-    try:
-        resolve_checkpoint_dir(path)
-    except CheckpointError:
-        return False
-    return True
 
 
 def load_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
@@ -165,60 +157,3 @@ def load_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     return torch.load(file, map_location="cpu", weights_only=True)
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
-    """Load model weights from a ``.safetensors`` file, a checkpoint dir or a run dir.
-
-    Raises :class:`CheckpointError` naming the file when it is missing or does not match
-    the model (missing/unexpected keys, shape mismatch).
-    """
-    p = Path(path).expanduser()
-    file = p if p.suffix == ".safetensors" else resolve_checkpoint_dir(p) / MODEL_FILE
-    if not file.is_file():
-        raise CheckpointError(f"weights file not found: {file}")
-    try:
-        missing, unexpected = load_model(model, str(file), strict=strict)
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights in {file} do not fit the model: {exc}") from None
-    return model
-
-
-def load_objective_weights(objective: nn.Module, path: str | os.PathLike) -> nn.Module:
-    file = resolve_checkpoint_dir(path) / OBJECTIVE_FILE
-    try:
-        load_model(objective, str(file), strict=True)
-    except (RuntimeError, FileNotFoundError) as exc:
-        raise CheckpointError(f"objective weights in {file} do not fit: {exc}") from None
-    return objective
-
-
-def find_run_dir(path: str | os.PathLike) -> Path:
-    """The run directory (holding ``config.yaml``) of a run or checkpoint path."""
-    p = Path(path).expanduser().resolve()
-    for candidate in (p, p.parent, p.parent.parent):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    raise CheckpointError(f"no {CONFIG_FILE} found at {p} or its two parent folders")
-
-
-def load_model_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the towers of a run from its ``config.yaml`` and load the trained weights.
-
-    Args:
-        path: a run directory or one of its checkpoint directories.
-
-    Returns:
-        :class:`mmret.towers.Towers` with the model in eval mode on ``device``.
-    """
-    from omegaconf import OmegaConf
-
-    from mmret.engine.builders import build_towers
-
-    run_dir = find_run_dir(path)
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
-    towers = build_towers(cfg.model, load_pretrained=False)
-    checkpoint = resolve_checkpoint_dir(path) if has_checkpoint(path) else resolve_checkpoint_dir(
-        run_dir
-    )
-    load_weights(towers.model, checkpoint)
-    towers.model.to(device).eval()
-    return towers

@@ -20,9 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A configuration value is out of range or inconsistent (the message names the key)."""
+from mmret.errors import ConfigError
 
 
 class Precision(str, Enum):
@@ -82,110 +80,61 @@ class TrainerConfig:
     deterministic: bool = False
 
 
-class TrainMode(str, Enum):
-    """How training samples are drawn (``data.train_mode``).
-
-    - ``pairs``: one (image, caption) pair per caption of ``data.annotation``'s train split
-      (Karpathy format; K captions per image with ``data.captions_per_image``).
-    - ``one_to_k``: one item per image with its captions in every language of
-      ``data.train_languages`` (K = their number; missing translations masked) for the
-      1-to-K objective (METHODS.md §3).
-    - ``random_language``: one item per image with one caption in a language drawn
-      uniformly (among those the image has) per image and step: the "1-to-1" baseline.
-      ``train_languages: [en]`` is English-only training.
-    """
-
-    pairs = "pairs"
-    one_to_k = "one_to_k"
-    random_language = "random_language"
-
-
-MULTILINGUAL_FORMATS = ("iglue", "multi30k")
-
-
-@dataclass
-class MultilingualSource:
-    """``cfg.data.train_source``: the parallel multilingual training captions.
-
-    Attributes:
-        format: ``iglue`` (``{root}/{lang}/{split}.jsonl``, aligned by ``id``) or
-            ``multi30k`` (``{root}/{split}.{lang}`` + ``{root}/{split}_images.txt``).
-        root: folder of the files, relative to ``data.root`` (or absolute).
-        image_root: folder the image paths are relative to, relative to ``data.root``.
-        split: split name in the file names (``train``).
-    """
-
-    format: str = "iglue"
-    root: str = "iglue"
-    image_root: str = "."
-    split: str = "train"
-
-
 @dataclass
 class DataConfig:
-    """``cfg.data``: which benchmark, where it lives, and how it is loaded.
+    """``cfg.data``: which dataset, where it lives, and which sources train and evaluate.
 
     Attributes:
         name: label used in result names.
-        format: ``karpathy`` (COCO / Flickr30K / shapes JSON).
-        root: dataset folder (relative paths resolve against the launch directory).
-        annotation: annotation file inside ``root``.
-        image_root: folder the annotation's image paths are relative to (default ``root``).
-        train_split / val_split / test_split: split names in the annotation.
-        generate_if_missing: create the synthetic benchmark in ``root`` when absent.
+        root: dataset folder (relative paths resolve against the launch directory); every
+            source receives it as ``root``.
+        check_file: a file under ``root`` whose presence means the dataset is in place
+            (``null``: not checked).
+        generate_if_missing: create the synthetic benchmark in ``root`` when ``check_file``
+            is absent.
         generate: keyword arguments of ``mmret.data.synthetic.generate``.
-        captions_per_image: K captions per image in each training sample (rows of
-            ``text`` are image-major: image i's at K·i … K·i+K−1); 1 = one caption.
-        cache_images: decode and transform every image once into an in-memory tensor
-            (only valid with a deterministic training transform).
-        multilingual: optional IGLUE-style cross-lingual eval set: ``{root, languages,
-            split}``; evaluated with ``mmret.metrics.cross_lingual_retrieval``.
-        train_mode: ``pairs`` | ``one_to_k`` | ``random_language`` (see :class:`TrainMode`).
-        train_languages: languages of the multilingual training modes, in the order of
-            each image's K caption rows for ``one_to_k``.
-        train_source: where the multilingual training captions are (see
-            :class:`MultilingualSource`); ``max_train_images`` applies to it too.
+        cache_images: decode and transform images once into memory (training images only
+            when the training transform is the deterministic evaluation transform).
+        train: the training source, ``{_target_: <function>, **options}`` (see
+            :mod:`mmret.data.sources`); it returns a dataset in the collate's sample format.
+        eval: ``{protocol: {_target_: <function>, **options}}``: the evaluation set of each
+            evaluation protocol (``image_text``, ``cross_lingual``, ...).
     """
 
     name: str = "dataset"
-    format: str = "karpathy"
     root: str = "data/shapes"
-    annotation: str = "dataset_shapes.json"
-    image_root: str | None = None
-    train_split: str = "train"
-    val_split: str | None = "val"
-    test_split: str = "test"
+    check_file: str | None = None
     generate_if_missing: bool = False
     generate: dict[str, Any] = field(default_factory=dict)
-    captions_per_image: int = 1
     cache_images: bool = True
-    max_train_images: int | None = None
-    max_eval_images: int | None = None
-    multilingual: dict[str, Any] | None = None
-    train_mode: TrainMode = TrainMode.pairs
-    train_languages: list[str] = field(default_factory=list)
-    train_source: MultilingualSource = field(default_factory=MultilingualSource)
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class EvalConfig:
-    """``cfg.eval``: retrieval evaluation.
+    """``cfg.eval``: evaluation.
 
     Attributes:
         batch_size: encoding batch size (images and captions).
-        chunk_size: query chunk of the exact rank computation.
-        split: split evaluated at the end of training / by ``mmret-eval`` (``test`` or ``val``).
+        chunk_size: query rows per block of the exact rank computation (``null``: the
+            metrics' default, ``mmret.metrics.DEFAULT_CHUNK_SIZE``).
+        split: split evaluated at the end of training / by ``mmret-eval``.
         during_training_split: split evaluated every ``trainer.eval_every`` steps.
+        protocols: which of ``data.eval``'s protocols run (``null``: all of them, in order).
+        during_training_protocols: protocols evaluated during training (``null``: the first).
         setting: label of the cross-lingual evaluation setting, part of the result's name
             (``null``: derived from the training data, e.g. ``zero-shot from English`` or
-            ``all-language fine-tuning``; see :func:`mmret.engine.run.cross_lingual_setting`).
+            ``all-language fine-tuning``).
         mrv_dispersion: ``std`` (the reference) or ``var`` for the Mean Rank Variance.
     """
 
     batch_size: int = 256
-    chunk_size: int = 1024
+    chunk_size: int | None = None
     split: str = "test"
     during_training_split: str = "val"
+    protocols: list[str] | None = None
+    during_training_protocols: list[str] | None = None
     setting: str | None = None
     mrv_dispersion: str = "std"
 
@@ -227,17 +176,16 @@ def register_configs() -> None:
 
 
 def conf_dir() -> Path:
-    """Absolute path of the repository's ``conf/`` folder (works from any working dir)."""
+    """Absolute path of the Hydra configs shipped inside the package (``mmret/conf``)."""
     import mmret
 
-    package = Path(mmret.__file__).resolve().parent
-    for candidate in (package.parent / "conf", package / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"mmret's Hydra configs not found next to the package ({package.parent / 'conf'}); "
-        "install mmret from a source checkout with `pip install -e .`"
-    )
+    candidate = Path(mmret.__file__).resolve().parent / "conf"
+    if not (candidate / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"mmret's Hydra configs are missing from the installed package ({candidate}); "
+            "reinstall mmret"
+        )
+    return candidate
 
 
 def _structured(node: Any, schema: type, group: str) -> Any:
@@ -280,69 +228,38 @@ def trainer_config(node: DictConfig | dict | TrainerConfig) -> TrainerConfig:
     return cfg
 
 
-#: data keys that older runs' config.yaml may hold and that no longer do anything; dropped
-#: (with a warning) so that old checkpoints still evaluate
-RETIRED_DATA_KEYS = {
-    "trim_text_padding": "mmret-tiny's text tower now drops padding itself (length buckets)",
-}
-
-
 def data_config(node: DictConfig | dict | DataConfig) -> DataConfig:
     """Validate ``cfg.data`` into a :class:`DataConfig`; raise :class:`ConfigError`."""
-    if not isinstance(node, DataConfig) and node is not None:
-        retired = [key for key in RETIRED_DATA_KEYS if key in node]
+    if node is not None and not isinstance(node, DataConfig):
+        retired = sorted(set(node) & RETIRED_DATA_KEYS)
         if retired:
-            import warnings
-
-            for key in retired:
-                warnings.warn(f"data.{key} is ignored: {RETIRED_DATA_KEYS[key]}", stacklevel=2)
-            container = OmegaConf.to_container(node) if isinstance(node, DictConfig) else node
-            node = {k: v for k, v in container.items() if k not in RETIRED_DATA_KEYS}
-    cfg = node if isinstance(node, DataConfig) else _structured(node, DataConfig, "data")
-    if cfg.format != "karpathy":
-        raise ConfigError(f"data.format: expected 'karpathy', got {cfg.format!r}")
-    if cfg.captions_per_image < 1:
-        raise ConfigError(
-            f"data.captions_per_image: expected an integer >= 1, got {cfg.captions_per_image}"
-        )
-    languages = list(cfg.train_languages)
-    if cfg.train_mode == TrainMode.pairs:
-        if languages:
             raise ConfigError(
-                f"data.train_languages={languages} needs data.train_mode=one_to_k or "
-                "random_language (train_mode=pairs trains on data.annotation's captions)"
+                f"data: keys {retired} belong to the data config of mmret < 0.2; sources are "
+                "now named with data.train._target_ and data.eval.<protocol>._target_ (see "
+                "conf/data/shapes.yaml)"
             )
-        return cfg
-    mode = cfg.train_mode.value
-    if not languages:
-        raise ConfigError(f"data.train_languages: train_mode={mode} needs at least one language")
-    if len(set(languages)) != len(languages):
-        raise ConfigError(f"data.train_languages: duplicate languages in {languages}")
-    if cfg.captions_per_image != 1:
-        raise ConfigError(
-            f"data.captions_per_image={cfg.captions_per_image} applies to train_mode=pairs only; "
-            f"train_mode={mode} takes K from data.train_languages"
-        )
-    if cfg.train_source.format not in MULTILINGUAL_FORMATS:
-        raise ConfigError(
-            f"data.train_source.format: expected one of {MULTILINGUAL_FORMATS}, "
-            f"got {cfg.train_source.format!r}"
-        )
+    cfg = node if isinstance(node, DataConfig) else _structured(node, DataConfig, "data")
+    if not cfg.train and not cfg.eval:
+        raise ConfigError("data: expected a training source (data.train) or evaluation "
+                          "sources (data.eval)")
+    for key, source in [("train", cfg.train)] + [(f"eval.{k}", v) for k, v in cfg.eval.items()]:
+        if source and "_target_" not in source:
+            raise ConfigError(f"data.{key}: expected a _target_ naming the source function, "
+                              f"got keys {sorted(source)}")
     return cfg
 
 
-def captions_per_training_image(cfg: DataConfig) -> int:
-    """K, the caption rows per image of a training batch (``text`` has B·K rows)."""
-    if cfg.train_mode == TrainMode.one_to_k:
-        return len(cfg.train_languages)
-    if cfg.train_mode == TrainMode.random_language:
-        return 1
-    return cfg.captions_per_image
+#: keys of the data config before sources were named by _target_
+RETIRED_DATA_KEYS = {
+    "format", "annotation", "image_root", "train_split", "val_split", "test_split",
+    "captions_per_image", "max_train_images", "max_eval_images", "multilingual",
+    "train_mode", "train_languages", "train_source", "trim_text_padding",
+}
 
 
 def eval_config(node: DictConfig | dict | EvalConfig) -> EvalConfig:
     cfg = node if isinstance(node, EvalConfig) else _structured(node, EvalConfig, "eval")
-    if cfg.batch_size < 1 or cfg.chunk_size < 1:
+    if cfg.batch_size < 1 or (cfg.chunk_size is not None and cfg.chunk_size < 1):
         raise ConfigError("eval.batch_size and eval.chunk_size must be >= 1")
     from mmret.metrics.cross_lingual import DISPERSIONS
 
@@ -362,13 +279,10 @@ def logger_config(node: DictConfig | dict | LoggerConfig) -> LoggerConfig:
     return cfg
 
 
-VALID_FREEZE = ("visual", "text")
-
-
-def freeze_list(model_cfg: Any) -> list[str]:
-    """``cfg.model.freeze`` as a checked list of tower names."""
-    freeze = list(model_cfg.get("freeze", None) or [])
-    bad = [f for f in freeze if f not in VALID_FREEZE]
-    if bad:
-        raise ConfigError(f"model.freeze: expected a list of {VALID_FREEZE}, got {freeze}")
-    return freeze
+def freeze_list(node: Any) -> list[str]:
+    """``cfg.freeze`` as a list of module paths (``model.visual``, ``task.fusion``, ...)."""
+    if node is None:
+        return []
+    if isinstance(node, str):
+        return [node]
+    return [str(p) for p in node]

@@ -1,166 +1,137 @@
-"""Retrieval evaluation: encode a split's images and captions in batches, then rank exactly.
+"""Evaluation inside a run: build each protocol's evaluation set from ``data.eval`` and run
+the registered protocols (:mod:`mmret.evaluation`) on a model.
 
-Features are L2-normalised fp32 (N, D) / (M, D); the metrics are those of
-``mmret.metrics.image_text_retrieval`` (image→text and text→image R@1/5/10, mean and
-median ranks, mean recall, RSUM; METHODS.md §7).
+``data.eval`` maps protocol names to sources (see :mod:`mmret.data.sources`); ``eval.protocols``
+selects which run (default: all, in order). Results are named for the report:
+``<name> (<data> <split>)`` for ``image_text``, ``<name> (cross-lingual, <setting>)`` for
+``cross_lingual``, ``<name> (<protocol>, <data> <split>)`` otherwise.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mmret.engine.data import ImageStore, Split
+from mmret.engine.config import ConfigError, DataConfig, EvalConfig, Precision
+from mmret.engine.data import build_source
+from mmret.evaluation import EvalOptions, list_protocols, run_protocol
+from mmret.metrics import DEFAULT_CHUNK_SIZE
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DDP / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-@torch.no_grad()
-def encode_images(
-    model: nn.Module,
-    images: ImageStore,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    autocast: contextlib.AbstractContextManager | None = None,
-) -> torch.Tensor:
-    """``FloatTensor[N, D]``: L2-normalised image embeddings, encoded ``batch_size`` at a time."""
-    model = unwrap(model)
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images.batch(slice(start, start + batch_size)).to(device)
-        with autocast or contextlib.nullcontext():
-            features = model.encode_image(batch)
-        out.append(F.normalize(features.float(), dim=-1).cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def encode_texts(
-    model: nn.Module,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    captions: Sequence[str],
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    autocast: contextlib.AbstractContextManager | None = None,
-) -> torch.Tensor:
-    """``FloatTensor[M, D]``: L2-normalised caption embeddings, ``batch_size`` at a time."""
-    model = unwrap(model)
-    out = []
-    for start in range(0, len(captions), batch_size):
-        tokens = tokenizer(list(captions[start : start + batch_size]))
-        with autocast or contextlib.nullcontext():
-            features = model.encode_text(tokens.to(device))
-        out.append(F.normalize(features.float(), dim=-1).cpu())
-    return torch.cat(out)
-
-
-def retrieval_metrics(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    text_to_image: torch.Tensor,
-    chunk_size: int = 1024,
-) -> dict[str, float]:
-    """Image–text retrieval metrics (``mmret.metrics.image_text_retrieval``)."""
-    from mmret.metrics import image_text_retrieval
-
-    result = image_text_retrieval(
-        image_features, text_features, text_to_image, chunk_size=chunk_size
-    )
-    return {k: float(v) for k, v in dict(result).items()}
-
-
-def evaluate_split(
-    model: nn.Module,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    split: Split,
-    images: ImageStore,
-    batch_size: int = 256,
-    chunk_size: int = 1024,
-    device: torch.device | str = "cpu",
-    autocast: contextlib.AbstractContextManager | None = None,
-) -> dict[str, float]:
-    """Encode ``split`` with ``model`` (switched to eval mode and back) and rank exactly."""
-    model = unwrap(model)
-    was_training = model.training
-    model.eval()
-    try:
-        image_features = encode_images(model, images, batch_size, device, autocast)
-        text_features = encode_texts(
-            model, tokenizer, split.captions, batch_size, device, autocast
+def protocols_to_run(dcfg: DataConfig, ecfg: EvalConfig, during_training: bool = False
+                     ) -> list[str]:
+    """The protocols evaluated (at the end, or every ``trainer.eval_every`` steps)."""
+    available = list(dcfg.eval)
+    chosen = ecfg.during_training_protocols if during_training else ecfg.protocols
+    if chosen is None:
+        chosen = available[:1] if during_training else available
+    chosen = list(chosen)
+    missing = [p for p in chosen if p not in available]
+    if missing:
+        raise ConfigError(
+            f"eval.{'during_training_' if during_training else ''}protocols: {missing} have no "
+            f"evaluation source in data.eval (it defines {available})"
         )
-    finally:
-        model.train(was_training)
-    return retrieval_metrics(image_features, text_features, split.text_to_image, chunk_size)
+    unknown = [p for p in chosen if p not in list_protocols()]
+    if unknown:
+        raise ConfigError(f"data.eval: unknown protocol(s) {unknown}; known: {list_protocols()}")
+    return chosen
 
 
-def evaluate_cross_lingual(
-    model: nn.Module,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    image_features: torch.Tensor,
-    captions: dict[str, Sequence[str]],
-    text_to_image: dict[str, Sequence[int]],
-    batch_size: int = 256,
-    chunk_size: int = 1024,
-    device: torch.device | str = "cpu",
-    autocast: contextlib.AbstractContextManager | None = None,
-    dispersion: str = "std",
-) -> dict[str, object]:
-    """Cross-lingual retrieval on one image set (``mmret.metrics.cross_lingual_retrieval``).
+def build_eval_sets(
+    dcfg: DataConfig, root: Path, towers: Any, split: str, protocols: list[str]
+) -> dict[str, Any]:
+    """``{protocol: evaluation set}`` for ``split``."""
+    context = {
+        "root": root, "eval_transform": towers.eval_transform,
+        "image_transform": towers.eval_transform, "cache_images": dcfg.cache_images,
+        "tokenizer": towers.tokenizer, "split": split,
+    }
+    return {
+        name: build_source(dict(dcfg.eval[name]), f"data.eval.{name}", **context)
+        for name in protocols
+    }
 
-    Returns:
-        - the average over languages as plain keys (``text_to_image_R@1``, ...);
-        - the MRV keys ``mrv_{dispersion}_image_to_text`` / ``mrv_{dispersion}_text_to_image``
-          (mean over instances of the per-instance spread of the gold rank across languages;
-          NaN for text→image when the languages' captions are not parallel);
-        - ``per_language``: ``{lang: {metric: value}}``; ``languages``: their order;
-        - ``rank_spread``: ``{"image_to_text": Tensor[N], "text_to_image": Tensor[M]}``, the
-          per-instance spreads (``mmret.metrics.rank_spread``) whose means are the MRVs
-          (text→image only for parallel captions). Not a scalar: the report writes it to
-          its own file and plots its histogram.
-    """
-    from mmret.metrics import cross_lingual_retrieval, rank_spread
 
-    model = unwrap(model)
-    was_training = model.training
-    model.eval()
-    try:
-        per_lang = {
-            lang: (
-                encode_texts(model, tokenizer, caps, batch_size, device, autocast),
-                torch.as_tensor(list(text_to_image[lang]), dtype=torch.long),
-            )
-            for lang, caps in captions.items()
-        }
-    finally:
-        model.train(was_training)
-    flat = cross_lingual_retrieval(
-        image_features, per_lang, chunk_size=chunk_size, dispersion=dispersion, return_ranks=True
+def eval_options(
+    ecfg: EvalConfig, tokenizer: Any, device: torch.device, precision: Precision | None = None,
+    task: Any = None,
+) -> EvalOptions:
+    from mmret.engine.trainer import autocast_context
+
+    return EvalOptions(
+        tokenizer=tokenizer,
+        batch_size=ecfg.batch_size,
+        chunk_size=ecfg.chunk_size or DEFAULT_CHUNK_SIZE,
+        device=device,
+        autocast=autocast_context(device, precision or Precision.fp32),
+        extra={"mrv_dispersion": ecfg.mrv_dispersion},
+        task=task,
     )
-    out: dict[str, object] = {}
-    per_language: dict[str, dict[str, float]] = {}
-    spreads: dict[str, torch.Tensor] = {}
-    for key, value in flat.items():
-        if key.startswith("ranks_"):
-            spreads[key[len("ranks_"):]] = rank_spread(value, dispersion).float()
-        elif key.startswith("avg/"):
-            out[key[4:]] = float(value)
-        elif "/" in key:
-            lang, metric = key.split("/", 1)
-            per_language.setdefault(lang, {})[metric] = float(value)
-        else:
-            out[key] = float(value)
-    out["per_language"] = per_language
-    out["languages"] = list(captions)
-    out["rank_spread"] = spreads
-    return out
+
+
+def cross_lingual_setting(
+    train: dict[str, Any] | None, ecfg: EvalConfig, eval_languages: list[str]
+) -> str:
+    """The label of a cross-lingual evaluation (part of the result's name).
+
+    ``eval.setting`` when given; otherwise from the training source ``train`` (``None``: the
+    model was not trained here): ``zero-shot`` (no training data), ``zero-shot from
+    English`` (English-only training: no ``languages``, or ``languages: [en]``),
+    ``all-language fine-tuning`` (every evaluated language was trained on), else
+    ``fine-tuned on <languages>``.
+    """
+    if ecfg.setting:
+        return str(ecfg.setting)
+    if train is None:
+        return "zero-shot"
+    languages = list(train.get("languages") or [])
+    if not languages or languages == ["en"]:
+        return "zero-shot from English"
+    if set(eval_languages) <= set(languages):
+        return "all-language fine-tuning"
+    return "fine-tuned on " + ", ".join(languages)
+
+
+def result_name(protocol: str, name: str, data_name: str, split: str, setting: str = "") -> str:
+    if protocol == "image_text":
+        return f"{name} ({data_name} {split})"
+    if protocol == "cross_lingual":
+        return f"{name} (cross-lingual, {setting})"
+    return f"{name} ({protocol}, {data_name} {split})"
+
+
+def evaluate_model(
+    model: nn.Module,
+    sets: dict[str, Any],
+    options: EvalOptions,
+    *,
+    name: str,
+    data_name: str,
+    split: str,
+    ecfg: EvalConfig,
+    train_source: dict[str, Any] | None = None,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Run every protocol of ``sets``; returns ``(results by result name, headline keys in
+    the same order)``. Each result records its ``protocol`` and ``headline``."""
+    results: dict[str, dict[str, Any]] = {}
+    headlines: list[str] = []
+    for protocol, data in sets.items():
+        metrics, headline = run_protocol(protocol, model, data, options)
+        setting = ""
+        if protocol == "cross_lingual":
+            setting = cross_lingual_setting(train_source, ecfg, list(metrics["languages"]))
+            metrics["setting"] = setting
+        metrics["protocol"] = protocol
+        metrics["headline"] = headline
+        results[result_name(protocol, name, data_name, split, setting)] = metrics
+        headlines.append(headline)
+    return results, headlines
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}

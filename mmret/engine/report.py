@@ -232,3 +232,65 @@ def plot_rank_spread(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def results_tables(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """The Markdown the console shows for ``results``: the scalar table, then one
+    per-language table per cross-lingual result."""
+    scalar_rows = {
+        name: {k: v for k, v in m.items() if isinstance(v, (int, float))}
+        for name, m in results.items() if not isinstance(m.get("per_language"), Mapping)
+    }
+    parts = [markdown_table(scalar_rows, TABLE_KEYS + MRV_KEYS)] if scalar_rows else []
+    for name, metrics in results.items():
+        if isinstance(metrics.get("per_language"), Mapping):
+            parts.append(f"{name}:\n{cross_lingual_table(metrics)}")
+    return "\n\n".join(parts)
+
+
+def write_run_outputs(
+    run_dir: str | Path, results: Mapping[str, Mapping[str, Any]], title: str, make_plots: bool
+) -> dict[str, Path]:
+    """The one writer of a run's outputs (call it once per evaluation): ``metrics.json``,
+    ``results.md`` and, with ``make_plots``, ``loss.png`` / ``recall.png``; cross-lingual
+    results (with ``per_language``) also get ``per_language_<name>.png`` (recall bars),
+    ``rank_spread_<name>.png`` (histogram of the per-instance rank spread) and
+    ``rank_spread_<name>.npz`` (the spreads themselves, which stay out of
+    ``metrics.json``). Returns the written paths by file name."""
+    import numpy as np
+
+    from mmret.engine.logging import read_metrics
+
+    run_dir = Path(run_dir)
+    json_path, md_path = write_results(run_dir, results, title=title)
+    paths = {"metrics.json": json_path, "results.md": md_path}
+    for result_name, metrics in results.items():
+        spreads = metrics.get("rank_spread")
+        if isinstance(spreads, Mapping) and spreads:
+            npz = run_dir / f"rank_spread_{_slug(result_name)}.npz"
+            np.savez(npz, **{k: np.asarray(v, dtype=np.float32) for k, v in spreads.items()})
+            paths[npz.name] = npz
+    if not make_plots:
+        return paths
+    written = [plot_loss(read_metrics(run_dir, "train"), run_dir / "loss.png"),
+               plot_recall(results, run_dir / "recall.png")]
+    for result_name, metrics in results.items():
+        if not isinstance(metrics.get("per_language"), Mapping):
+            continue
+        slug = _slug(result_name)
+        written.append(plot_per_language(
+            metrics["per_language"], run_dir / f"per_language_{slug}.png", metrics))
+        if isinstance(metrics.get("rank_spread"), Mapping):
+            dispersion = "var" if any(k.startswith("mrv_var") for k in metrics) else "std"
+            written.append(plot_rank_spread(
+                metrics["rank_spread"], run_dir / f"rank_spread_{slug}.png", dispersion))
+    for path in written:
+        if path is not None:
+            paths[path.name] = path
+    return paths

@@ -1,14 +1,15 @@
-"""The training loop: a plain PyTorch loop over the batch contract of ``docs/DESIGN.md``.
+"""The training loop: a plain PyTorch loop that knows nothing of images or texts.
 
 One optimiser step consumes ``grad_accum_steps`` micro-batches::
 
-    outputs = model(image=batch["image"], text=batch["text"])
-    losses  = objective(**outputs, **{k: v for k, v in batch.items() if k not in ("image", "text")})
-    loss    = sum(losses.values()) / grad_accum_steps;  loss.backward()
+    inputs = task(model, batch)                 # the task runs the model on its batch
+    losses = objective(**inputs)                # {"..._loss": tensor, ...}
+    loss   = sum(losses.values()) / grad_accum_steps;  loss.backward()
 
-then (objective gradients averaged over ranks) unscale (fp16), clip the global grad norm,
-AdamW step over the model's and the objective's parameters, ``scheduler.step()``,
-``objective.post_step()``. Every loss term is logged (averaged over micro-batches and
+then (task and objective gradients averaged over ranks) unscale (fp16), clip the global
+grad norm, AdamW step over the model's, the task's and the objective's parameters,
+``scheduler.step()``, ``objective.post_step()``, ``task.after_step()``. Modules named in
+``freeze`` get no gradient and stay in eval mode. Every loss term is logged (averaged over micro-batches and
 ranks). Data order is a pure function of ``(seed, epoch)`` (see
 :class:`~mmret.engine.sampler.ResumableBatchSampler`), so resuming from a checkpoint
 reproduces the uninterrupted run's later losses exactly.
@@ -33,13 +34,13 @@ from torch.utils.data import DataLoader, Dataset
 from mmret.distributed import get_rank, get_world_size, is_distributed
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import ConfigError, Precision, TrainerConfig
-from mmret.engine.evaluation import unwrap
 from mmret.engine.logging import MetricsLogger
 from mmret.engine.optim import build_optimizer, build_scheduler
 from mmret.engine.sampler import ResumableBatchSampler
+from mmret.evaluation import unwrap
+from mmret.tasks.base import Task, TaskContext
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
-BATCH_INPUTS = ("image", "text")
 
 
 def seed_worker(worker_id: int) -> None:
@@ -72,31 +73,35 @@ class Trainer:
     """Optimises ``model`` and ``objective`` on ``dataset`` (see the module docstring).
 
     Args:
-        model: a dual encoder following the towers contract (not yet wrapped in DDP).
+        model: the towers' model (not yet wrapped in DDP).
+        task: a :class:`~mmret.tasks.Task` already :meth:`~mmret.tasks.Task.setup`; it
+            provides the collate and runs the model on each batch.
         objective: an :class:`~mmret.objectives.Objective`.
-        dataset: map-style dataset of samples accepted by ``collate_fn``; keys are
+        dataset: map-style dataset of samples accepted by the task's collate; keys are
             ``(index, seed)`` pairs.
-        collate_fn: builds the batch dict (``image``, ``text``, ``image_ids``, ...).
         cfg: validated trainer settings.
         run_dir: where ``checkpoints/last`` is written.
         seed: seeds the data order and the workers.
         logger: metrics sink (rank 0 writes).
         evaluator: ``model -> metrics`` run on rank 0 every ``cfg.eval_every`` steps.
         device: where to train.
+        freeze: module paths that do not train (``model.visual``, ``task.fusion``, ...):
+            their parameters get ``requires_grad=False`` and the modules stay in eval mode.
     """
 
     def __init__(
         self,
         model: nn.Module,
+        task: Task,
         objective: nn.Module,
         dataset: Dataset,
-        collate_fn: Callable,
         cfg: TrainerConfig,
         run_dir: str | Path,
         seed: int = 0,
         logger: MetricsLogger | None = None,
         evaluator: Evaluator | None = None,
         device: torch.device | str = "cpu",
+        freeze: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
@@ -104,16 +109,18 @@ class Trainer:
         self.seed = seed
         self.logger = logger
         self.evaluator = evaluator
-        self.collate_fn = collate_fn
         self.dataset = dataset
         self.rank = get_rank()
         self.world_size = get_world_size()
         self.is_main = self.rank == 0
 
         self.model = model.to(self.device)
+        self.task = task.to(self.device)
         self.objective = objective.to(self.device)
+        self.collate_fn = task.collate_fn()
+        self.frozen = self._freeze(freeze)
         self.optimizer = build_optimizer(
-            [("model", self.model), ("objective", self.objective)],
+            [("model", self.model), ("task", self.task), ("objective", self.objective)],
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
             betas=tuple(cfg.betas),
@@ -142,6 +149,40 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.eval_history: list[dict[str, float]] = []
 
+    # ------------------------------------------------------------------ freezing
+
+    def _freeze(self, paths: list[str] | tuple[str, ...]) -> list[nn.Module]:
+        roots = {"model": self.model, "task": self.task}
+        frozen = []
+        for path in paths:
+            head, _, rest = str(path).partition(".")
+            root = roots.get(head)
+            try:
+                if root is None:
+                    raise AttributeError(head)
+                module = root.get_submodule(rest) if rest else root
+            except AttributeError:
+                raise ConfigError(
+                    f"freeze: no module {path!r}; paths start with 'model.' or 'task.' (model "
+                    f"children: {[n for n, _ in self.model.named_children()]}, task children: "
+                    f"{[n for n, _ in self.task.named_children()]})"
+                ) from None
+            for param in module.parameters():
+                param.requires_grad_(False)
+            frozen.append(module)
+        return frozen
+
+    def _set_train_mode(self) -> None:
+        self.train_model.train()
+        self.task.train()
+        self.objective.train()
+        for module in self.frozen:
+            module.eval()
+
+    def context(self) -> TaskContext:
+        return TaskContext(self.model, self.objective, self.dataset, self.device, self.run_dir,
+                           self.step, self.is_main)
+
     # ------------------------------------------------------------------ checkpoints
 
     @property
@@ -164,9 +205,11 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Rank 0 writes ``run_dir/checkpoints/last`` atomically; all ranks synchronise."""
         path = None
+        self.task.before_checkpoint(self.context())
         if self.is_main:
             path = ckpt.save_checkpoint(
-                self.run_dir / "checkpoints", self.model, self.objective, self.state_dict()
+                self.run_dir / "checkpoints", self.model, self.objective, self.state_dict(),
+                task=self.task,
             )
         if is_distributed():
             dist.barrier()
@@ -183,7 +226,8 @@ class Trainer:
                 "(trainer.batch_size x processes x trainer.grad_accum_steps must match)"
             )
         ckpt.load_weights(self.model, directory)
-        ckpt.load_objective_weights(self.objective, directory)
+        ckpt.load_module_weights(self.task, directory, ckpt.TASK_FILE)
+        ckpt.load_module_weights(self.objective, directory, ckpt.OBJECTIVE_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -212,24 +256,18 @@ class Trainer:
 
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with autocast_context(self.device, self.cfg.precision):
-            outputs = self.train_model(image=batch["image"], text=batch["text"])
-        extra = {k: v for k, v in batch.items() if k not in BATCH_INPUTS}
-        clash = sorted(set(extra) & set(outputs))
-        if clash:
-            raise KeyError(f"batch fields {clash} clash with model outputs of the same name")
-        outputs = {
-            k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-            for k, v in outputs.items()
-        }
-        losses = self.objective(**outputs, **extra)
+            inputs = self.task(self.train_model, batch)
+        losses = self.objective(**inputs)
         if not losses:
             raise ValueError("the objective returned no loss terms")
         return losses
 
     def _average_objective_grads(self) -> None:
+        """DDP averages the model's gradients; the task's and the objective's own
+        parameters are averaged here."""
         if not is_distributed():
             return
-        for param in self.objective.parameters():
+        for param in [*self.task.parameters(), *self.objective.parameters()]:
             if param.grad is not None:
                 dist.all_reduce(param.grad)
                 param.grad /= self.world_size
@@ -273,8 +311,8 @@ class Trainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         cfg = self.cfg
-        self.train_model.train()
-        self.objective.train()
+        self._set_train_mode()
+        self.task.on_fit_start(self.context())
         progress = None
         if self.is_main and (self.logger is None or self.logger.cfg.progress_bar):
             from tqdm.auto import tqdm
@@ -317,6 +355,7 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     grad_norm = self._optimizer_step()
                     self.step += 1
+                    self.task.after_step(self.context())
                     steps_since_tic += 1
                     micro = 0
                     record = self._reduce_mean(
@@ -368,5 +407,5 @@ class Trainer:
                 self.logger.log(metrics, self.step, kind="eval")
         if is_distributed():
             dist.barrier()
-        self.train_model.train()
+        self._set_train_mode()
         return metrics

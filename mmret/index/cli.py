@@ -6,7 +6,7 @@
 
 ``--model`` is a tower name for ``mmret.create_towers(name, pretrained)`` or, when it is an
 existing path, a run/checkpoint directory for
-``mmret.engine.checkpoint.load_model_for_inference``. Image ids are paths relative to
+``mmret.load_checkpoint``. Image ids are paths relative to
 ``--images`` (recursive; .jpg/.jpeg/.png/.webp). The index stores the model's fingerprint;
 ``search`` refuses a model whose weights differ unless ``--ignore-fingerprint``.
 """
@@ -49,9 +49,9 @@ class ModelSpec:
 def _load_towers(spec: ModelSpec) -> Any:
     """Load ``Towers(model, train_transform, eval_transform, tokenizer)`` for ``spec``."""
     if spec.is_checkpoint:
-        from mmret.engine.checkpoint import load_model_for_inference
+        from mmret.towers import load_checkpoint
 
-        return load_model_for_inference(spec.model)
+        return load_checkpoint(spec.model)
     from mmret import create_towers
 
     return create_towers(spec.model, spec.pretrained)

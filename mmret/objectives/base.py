@@ -42,6 +42,9 @@ class Objective(nn.Module):
     name: ClassVar[str] = "objective"
     #: keyword inputs that must be present (and not None) in every call
     requires: ClassVar[tuple[str, ...]] = ()
+    #: accepts K > 1 text rows per image (``text_features`` with K·N rows, image-major),
+    #: treating the image's K captions as positives
+    multi_caption: ClassVar[bool] = False
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -68,6 +71,16 @@ class Objective(nn.Module):
         if self.weight == 1.0:
             return losses
         return {k: self.weight * v for k, v in losses.items()}
+
+    def check_captions_per_image(self, k: int) -> None:
+        """Raise ``ValueError`` unless batches with ``k`` text rows per image suit this
+        objective (checked once at start-up by the task layer)."""
+        if k != 1 and not self.multi_caption:
+            raise ValueError(
+                f"objective {self.name!r} takes one caption per image, but the data yields "
+                f"{k} (set data.train.captions_per_image=1, or use an objective with several "
+                "positives per image: clip, siglip)"
+            )
 
     def post_step(self) -> None:
         """Hook run after every optimiser step. Default: nothing."""

@@ -9,11 +9,18 @@ import torch.nn.functional as F
 
 from mmret.distributed import gather_features, get_rank, get_world_size
 from mmret.objectives.base import Objective, register_objective
-from mmret.objectives.contrastive import LearnableTemperature, same_id_targets, soft_cross_entropy
+from mmret.objectives.contrastive import (
+    LearnableTemperature,
+    expand_to_pairs,
+    same_id_targets,
+    soft_cross_entropy,
+)
 
 
 @register_objective("clip")
 class ClipObjective(Objective):
+    multi_caption = True
+
     """Symmetric InfoNCE: ``L = ½ [CE(S, y) + CE(Sᵀ, y)]``, ``S = logit_scale · V Tᵀ``.
 
     Inputs: ``image_features`` (N, d) and ``text_features`` (N, d), L2-normalised;
@@ -64,8 +71,17 @@ class ClipObjective(Objective):
         text_features: torch.Tensor,
         logit_scale: torch.Tensor | None = None,
         image_ids: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
         **_: Any,
     ) -> dict[str, torch.Tensor]:
+        use_ids = self.use_image_ids and image_ids is not None
+        if image_features.shape[0] != text_features.shape[0] or text_mask is not None:
+            # K captions per image: image rows repeated, the K captions are its positives
+            image_features, text_features, image_ids = expand_to_pairs(
+                image_features, text_features, image_ids if self.use_image_ids else None,
+                text_mask,
+            )
+            use_ids = image_ids is not None
         if image_features.shape != text_features.shape:
             raise ValueError(
                 f"clip: image_features {tuple(image_features.shape)} and text_features "
@@ -92,7 +108,7 @@ class ClipObjective(Objective):
             row_ids = all_ids
             offset = 0
 
-        if image_ids is not None and self.use_image_ids:
+        if use_ids:
             targets = same_id_targets(row_ids, all_ids)
             loss = (
                 soft_cross_entropy(logits_per_image, targets)

@@ -121,6 +121,14 @@ class OneToKObjective(Objective):
             ("logit_scale",) if temperature is None else ()
         )
 
+    def check_captions_per_image(self, k: int) -> None:
+        if k != self.num_langs:
+            raise ValueError(
+                f"one_to_k has num_langs={self.num_langs} but the data yields {k} caption(s) "
+                f"per image: they must agree (set objective.one_to_k.num_langs={k}, or train "
+                "on multilingual data with mode one_to_k and that many languages)"
+            )
+
     def _check_shapes(
         self,
         image_features: torch.Tensor,

@@ -85,8 +85,10 @@ def _create_mmret_towers(name: str, pretrained: str | None, overrides: dict[str,
         init_temperature=cfg["init_temperature"],
         init_logit_bias=cfg["init_logit_bias"],
     )
+    # the resolved architecture: create_towers(name, **kwargs) rebuilds exactly this model
+    model.mmret_spec = {"name": name, "kwargs": json.loads(json.dumps(cfg))}
     if pretrained:
-        from mmret.engine.checkpoint import load_weights
+        from mmret.checkpoint import load_weights
 
         load_weights(model, pretrained)
     transform = _image_transform(cfg["vision"]["image_size"], cfg["image_mean"], cfg["image_std"])
@@ -125,6 +127,7 @@ def _create_open_clip_towers(
             f"(cache: {_hub_cache(cache_dir)}): {reason}. Without network access, put the "
             "weights in that cache, pass a local file as `pretrained`, or use pretrained=None."
         ) from None
+    model.mmret_spec = {"name": name, "kwargs": dict(kwargs)}
     return Towers(model, train_tf, eval_tf, tokenizer)
 
 
@@ -154,6 +157,12 @@ def _create_timm_hf_towers(
     cfg = visual.data_config
     transform = _image_transform(cfg["input_size"][-1], list(cfg["mean"]), list(cfg["std"]))
     model = DualEncoder(visual, text, init_temperature, init_logit_bias)
+    model.mmret_spec = {"name": "timm-hf", "kwargs": {
+        "vision_model": vision_model, "text_model": text_model, "embed_dim": embed_dim,
+        "vision_pretrained": False, "text_pretrained": False,
+        "context_length": context_length, "init_temperature": init_temperature,
+        "init_logit_bias": init_logit_bias,
+    }}
     return Towers(model, transform, transform, tokenizer)
 
 
@@ -189,3 +198,8 @@ def create_towers(
             "not 'timm-hf', and not an open_clip model (see open_clip.list_models())"
         )
     return _create_open_clip_towers(name, pretrained, cache_dir, kwargs)
+
+
+from mmret.towers.loading import load_checkpoint  # noqa: E402  (uses create_towers lazily)
+
+__all__ += ["load_checkpoint"]

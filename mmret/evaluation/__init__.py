@@ -1,0 +1,30 @@
+"""Evaluation protocols, registered by name (``image_text``, ``cross_lingual``, ...).
+
+>>> from mmret.evaluation import run_protocol, list_protocols   # doctest: +SKIP
+"""
+
+# Importing a protocol's module registers it.
+from mmret.evaluation import cross_lingual, image_text  # noqa: F401
+from mmret.evaluation.base import (
+    PROTOCOLS,
+    EvalOptions,
+    encode_images,
+    encode_texts,
+    get_protocol,
+    list_protocols,
+    register_protocol,
+    run_protocol,
+    unwrap,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "EvalOptions",
+    "encode_images",
+    "encode_texts",
+    "get_protocol",
+    "list_protocols",
+    "register_protocol",
+    "run_protocol",
+    "unwrap",
+]

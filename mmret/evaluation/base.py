@@ -1,0 +1,137 @@
+"""Evaluation protocols: named, registered, chosen in config.
+
+A protocol is a function ``protocol(model, data, options) -> dict`` registered with
+:func:`register_protocol` under a name and a *headline* metric. ``model`` follows the
+towers contract (``encode_image`` / ``encode_text``), ``data`` is the evaluation set its
+data source returns (``data.eval.<name>`` in config; see :mod:`mmret.data.sources`), and
+``options`` (:class:`EvalOptions`) carries batch size, ranking chunk, device, autocast and
+the tokenizer. The returned dict holds named metrics (floats) and may hold non-scalar
+extras (per-language tables, rank spreads) that the report writes to their own files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmret.data.images import ImageStore
+from mmret.metrics.ranking import DEFAULT_CHUNK_SIZE
+from mmret.registry import Registry
+
+
+@dataclass
+class EvalOptions:
+    """Settings every protocol receives.
+
+    Attributes:
+        tokenizer: ``list[str] -> LongTensor[n, L]`` of the towers.
+        batch_size: encoding batch size (images and texts).
+        chunk_size: query rows per block of the exact rank computation.
+        device: where the model runs.
+        autocast: context manager around the forward passes (AMP on GPU), or ``None``.
+        extra: protocol-specific options (e.g. ``mrv_dispersion`` for ``cross_lingual``).
+        task: the run's :class:`~mmret.tasks.Task` (``None`` outside a run), for protocols
+            that need task-owned modules (a composed-retrieval fusion head).
+    """
+
+    tokenizer: Callable[[list[str]], torch.Tensor] | None = None
+    batch_size: int = 256
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    device: torch.device | str = "cpu"
+    autocast: contextlib.AbstractContextManager | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    task: Any = None
+
+
+Protocol = Callable[[nn.Module, Any, EvalOptions], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    name: str
+    run: Protocol
+    headline: str
+    doc: str = ""
+
+
+PROTOCOLS: Registry[ProtocolEntry] = Registry("evaluation protocol")
+
+
+def register_protocol(name: str, headline: str) -> Callable[[Protocol], Protocol]:
+    """Decorator: register ``fn(model, data, options) -> metrics`` as protocol ``name``
+    whose headline metric is ``headline`` (a key of the returned dict)."""
+
+    def decorator(fn: Protocol) -> Protocol:
+        PROTOCOLS.register(name)(ProtocolEntry(name, fn, headline, (fn.__doc__ or "").strip()))
+        return fn
+
+    return decorator
+
+
+def get_protocol(name: str) -> ProtocolEntry:
+    return PROTOCOLS.get(name)
+
+
+def list_protocols() -> list[str]:
+    return PROTOCOLS.names()
+
+
+def run_protocol(
+    name: str, model: nn.Module, data: Any, options: EvalOptions
+) -> tuple[dict[str, Any], str]:
+    """Run protocol ``name`` with ``model`` in eval mode (its mode restored afterwards);
+    returns ``(metrics, headline key)``."""
+    entry = get_protocol(name)
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    try:
+        metrics = entry.run(model, data, options)
+    finally:
+        model.train(was_training)
+    if entry.headline not in metrics:
+        raise KeyError(f"protocol {name!r} returned no headline metric {entry.headline!r}")
+    return metrics, entry.headline
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+@torch.no_grad()
+def encode_images(model: nn.Module, images: ImageStore, options: EvalOptions) -> torch.Tensor:
+    """``FloatTensor[N, D]``: L2-normalised fp32 image embeddings, ``batch_size`` at a time."""
+    model = unwrap(model)
+    out = []
+    for start in range(0, len(images), options.batch_size):
+        batch = images.batch(slice(start, start + options.batch_size)).to(options.device)
+        with options.autocast or contextlib.nullcontext():
+            features = model.encode_image(batch)
+        out.append(F.normalize(features.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_texts(model: nn.Module, texts: Sequence[str], options: EvalOptions) -> torch.Tensor:
+    """``FloatTensor[M, D]``: L2-normalised fp32 text embeddings, ``batch_size`` at a time."""
+    if options.tokenizer is None:
+        raise ValueError("EvalOptions.tokenizer is needed to encode texts")
+    model = unwrap(model)
+    out = []
+    for start in range(0, len(texts), options.batch_size):
+        tokens = options.tokenizer(list(texts[start : start + options.batch_size]))
+        with options.autocast or contextlib.nullcontext():
+            features = model.encode_text(tokens.to(options.device))
+        out.append(F.normalize(features.float(), dim=-1).cpu())
+    return torch.cat(out)

@@ -1,0 +1,25 @@
+"""Tasks: one kind of training work each (see :mod:`mmret.tasks.base`)."""
+
+# Importing a task's module registers it.
+from mmret.tasks import image_text  # noqa: F401
+from mmret.tasks.base import (
+    TASKS,
+    Task,
+    TaskContext,
+    check_compatible,
+    create_task,
+    list_tasks,
+    objective_members,
+    register_task,
+)
+
+__all__ = [
+    "TASKS",
+    "Task",
+    "TaskContext",
+    "check_compatible",
+    "create_task",
+    "list_tasks",
+    "objective_members",
+    "register_task",
+]
