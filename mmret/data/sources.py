@@ -106,7 +106,14 @@ def karpathy_pairs(
     split_data = _retrieval_split(Path(root), annotation, split, image_root, format)
     split_data = split_data.subset(max_images)
     images = training_images(split_data.image_paths, image_transform, eval_transform, cache_images)
-    return ImageTextTrainDataset(split_data, captions_per_image=captions_per_image, images=images)
+    dataset = ImageTextTrainDataset(split_data, captions_per_image=captions_per_image,
+                                    images=images)
+    # where the samples come from (teacher-feature caches check their fingerprint on it)
+    dataset.provenance = {
+        "annotation": str(under(root, annotation)), "split": split, "format": format,
+        "restval_as_train": format == "karpathy" and split == "train",
+    }
+    return dataset
 
 
 @dataclass

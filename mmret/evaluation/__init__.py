@@ -4,7 +4,7 @@
 """
 
 # Importing a protocol's module registers it.
-from mmret.evaluation import cross_lingual, image_text  # noqa: F401
+from mmret.evaluation import cross_lingual, image_text, unimodal  # noqa: F401
 from mmret.evaluation.base import (
     PROTOCOLS,
     EvalOptions,

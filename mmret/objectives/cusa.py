@@ -346,6 +346,17 @@ class CusaObjective(Objective):
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def eval_heads_active(self) -> bool:
+        """Whether retrieval should go through :meth:`encode_cross`: the objective owns heads
+        and its own contrastive term trains them (with ``use_contrastive=False`` another
+        objective trains the towers' features and the heads only see CSA)."""
+        return self.heads and self.with_contrastive
+
+    def temperature_values(self) -> dict[str, float]:
+        """τ of every temperature by name (the trainer logs these as ``objective.<name>``)."""
+        return {name: t.temperature for name, t in self.temperatures().items()}
+
     def temperatures(self) -> dict[str, Temperature]:
         """The objective's temperatures by name (for logging: ``t.temperature``)."""
         return {n: m for n, m in self.named_children() if isinstance(m, Temperature)}

@@ -1,7 +1,7 @@
 """Tasks: one kind of training work each (see :mod:`mmret.tasks.base`)."""
 
 # Importing a task's module registers it.
-from mmret.tasks import image_text  # noqa: F401
+from mmret.tasks import image_text, teachers  # noqa: F401
 from mmret.tasks.base import (
     TASKS,
     Task,
