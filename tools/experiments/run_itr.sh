@@ -55,8 +55,8 @@ print(f"wall time {info['wall_s']:.1f} s -> {run_dir}")
 PY
 }
 
-for experiment in $EXPERIMENTS; do
-  for seed in $SEEDS; do
+for seed in $SEEDS; do  # seeds outer: every objective has seed 0 before any has seed 1
+  for experiment in $EXPERIMENTS; do
     timed_run "outputs/itr/${experiment}/seed${seed}" "experiment=${experiment}" "seed=${seed}" "$@"
   done
 done
