@@ -188,6 +188,22 @@ def test_mismatched_cache_is_a_start_up_error_naming_what_differs(shapes, ssl_di
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_cusa_caption_layout_is_checked_against_the_data(shapes):
+    from mmret.tasks import check_compatible
+
+    towers = mmret.create_towers("mmret-tiny")
+    dataset = karpathy_pairs(shapes, ANNOTATION, towers.eval_transform, captions_per_image=3,
+                             max_images=4)
+    task = create_task("image_text")
+    task.setup(towers, dataset)
+    spec = {"embed_dim": 128, "use_csa": False, "use_usa": False}
+    check_compatible(task, mmret.create_objective({"cusa": {**spec, "num_langs": 3}}),
+                     towers.model, dataset, "d")
+    with pytest.raises(ConfigError, match=r"cusa has num_langs=1 but the data yields 3"):
+        check_compatible(task, mmret.create_objective({"cusa": spec}), towers.model, dataset,
+                         "d")
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 

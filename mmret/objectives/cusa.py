@@ -346,6 +346,14 @@ class CusaObjective(Objective):
 
     # ------------------------------------------------------------------ helpers
 
+    def check_captions_per_image(self, k: int) -> None:
+        """K text rows per image must equal ``num_langs`` (see Layouts)."""
+        if k != self.num_langs:
+            raise ValueError(
+                f"cusa has num_langs={self.num_langs} but the data yields {k} caption(s) per "
+                f"image: they must agree (set objective.cusa.num_langs={k})"
+            )
+
     @property
     def eval_heads_active(self) -> bool:
         """Whether retrieval should go through :meth:`encode_cross`: the objective owns heads
