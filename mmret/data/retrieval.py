@@ -237,11 +237,13 @@ class ImageTextTrainDataset(Dataset):
     """Training samples of a :class:`RetrievalSplit` in the collate's sample format.
 
     With ``captions_per_image = 1`` there is one sample per caption ``t``:
-    ``{"image": Tensor[3,H,W], "caption": str, "image_id": int}``, where ``image_id`` is the
-    dense image index ``text_to_image[t]`` (captions of the same image share it, which
-    multi-positive objectives use; the dataset's own ids stay in ``split.image_ids``).
+    ``{"image": Tensor[3,H,W], "caption": str, "image_id": int, "caption_index": int}``,
+    where ``image_id`` is the dense image index ``text_to_image[t]`` (captions of the same
+    image share it, which multi-positive objectives use; the dataset's own ids stay in
+    ``split.image_ids``) and ``caption_index`` is ``t``, the caption's index in
+    ``split.captions`` (tasks key per-caption data on it, e.g. cached teacher features).
     With ``K > 1`` there is one sample per image with K of its captions (consecutive,
-    cycling when the image has fewer) as a list.
+    cycling when the image has fewer) as a list, and ``caption_index`` their K indices.
 
     Keys may be the sampler's ``(index, seed)`` pairs: a random transform then runs seeded
     by ``seed`` (:func:`~mmret.data.images.seeded_random`). ``images`` is an
@@ -273,7 +275,7 @@ class ImageTextTrainDataset(Dataset):
 
     @property
     def sample_fields(self) -> tuple[str, ...]:
-        return ("image", "caption", "image_id")
+        return ("image", "caption", "image_id", "caption_index")
 
     def __len__(self) -> int:
         return self.split.num_texts if self.captions_per_sample == 1 else self.split.num_images
@@ -283,14 +285,17 @@ class ImageTextTrainDataset(Dataset):
         if self.captions_per_sample == 1:
             image_index = self.split.text_to_image[index]
             caption: Any = self.split.captions[index]
+            caption_index: Any = int(index)
         else:
             image_index = index
             own = self.captions_of[index]
-            caption = [self.split.captions[own[c % len(own)]] for c in range(self.captions_per_sample)]
+            caption_index = [own[c % len(own)] for c in range(self.captions_per_sample)]
+            caption = [self.split.captions[t] for t in caption_index]
         item: dict[str, Any] = {
             "image": self.images.load(image_index, seed),
             "caption": caption,
             "image_id": int(image_index),
+            "caption_index": caption_index,
         }
         if self.tokenizer is not None:
             texts = [caption] if isinstance(caption, str) else list(caption)

@@ -127,6 +127,11 @@ def karpathy_pairs(
     images = training_images(split_data.image_paths, image_transform, eval_transform, cache_images)
     dataset = ImageTextTrainDataset(split_data, captions_per_image=captions_per_image,
                                     images=images)
+    # where the samples come from (teacher-feature caches check their fingerprint on it)
+    dataset.provenance = {
+        "annotation": str(under(root, annotation)), "split": split, "format": format,
+        "restval_as_train": format == "karpathy" and split == "train",
+    }
     return with_skipped(dataset, policy)
 
 

@@ -379,6 +379,12 @@ class Trainer:
             if name.endswith("log_scale") and value.ndim == 0:
                 owner = name[: -len(".log_scale")] or "temperature"
                 out[f"objective.{owner}_logit_scale"] = float(value.detach().exp())
+        # generic hook: any (sub)module of the objective may report named temperatures
+        for prefix, module in self.objective.named_modules():
+            values = getattr(module, "temperature_values", None)
+            if callable(values):
+                for key, tau in values().items():
+                    out[f"objective.{prefix + '.' if prefix else ''}{key}"] = float(tau)
         return out
 
     def fit(self, resume_from: str | Path | None = None) -> list[dict[str, float]]:

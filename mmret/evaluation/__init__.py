@@ -4,7 +4,7 @@
 """
 
 # Importing a protocol's module registers it.
-from mmret.evaluation import cir, cross_lingual, image_text, sts  # noqa: F401
+from mmret.evaluation import cir, cross_lingual, image_text, sts, unimodal  # noqa: F401
 from mmret.evaluation.base import (
     PROTOCOLS,
     EvalOptions,

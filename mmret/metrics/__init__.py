@@ -28,6 +28,11 @@ from mmret.metrics.ranking import (
     image_text_ranks,
 )
 from mmret.metrics.sts import sts_all, sts_spearman
+from mmret.metrics.unimodal import (
+    image_to_image_retrieval,
+    text_to_text_retrieval,
+    unimodal_retrieval,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -46,6 +51,7 @@ __all__ = [
     "gold_ranks",
     "image_text_ranks",
     "image_text_retrieval",
+    "image_to_image_retrieval",
     "mean_rank",
     "mean_rank_variance",
     "median_rank",
@@ -53,6 +59,8 @@ __all__ = [
     "recall_at_k",
     "sts_all",
     "sts_spearman",
+    "text_to_text_retrieval",
     "uniformity",
+    "unimodal_retrieval",
     "write_cirr_submission",
 ]

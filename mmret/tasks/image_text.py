@@ -17,6 +17,7 @@ from torch import nn
 
 from mmret.data.collate import ImageTextCollator
 from mmret.tasks.base import Task, register_task
+from mmret.tasks.heads import eval_model_with_heads
 
 MODEL_INPUTS = ("image", "text")
 
@@ -53,6 +54,11 @@ class ImageTextTask(Task):
         fields = set(getattr(dataset, "sample_fields", ()))
         provided |= fields - {"image", "caption", "image_id"}
         return provided
+
+    def eval_model(self, model: nn.Module, objective: nn.Module) -> nn.Module:
+        """``model``, or a wrapper applying the objective's eval heads (CUSA's cross heads;
+        :func:`mmret.tasks.heads.eval_model_with_heads`)."""
+        return eval_model_with_heads(model, objective)
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         outputs = model(image=batch["image"], text=batch["text"])

@@ -1,0 +1,65 @@
+"""Evaluation sets for uni-modal retrieval (image→image, text→text; docs/methods.md §7).
+
+:func:`unimodal_eval` is a data source (``data.eval.unimodal``, see
+:mod:`mmret.data.sources`) for the ``unimodal`` protocol (:mod:`mmret.evaluation.unimodal`):
+
+- text→text: a caption's positives are the other captions of its image (every dataset);
+- image→image: images that share a group; ``image_groups: shapes_one_edit`` uses the
+  shapes benchmark's one-edit groups (a base scene and its five one-edit variants, read
+  from the split's ``cirr/captions/cap.rc2.{split}.json``; images outside a group are
+  distractors only), ``image_groups: null`` skips image→image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmret.data.images import ImageStore
+from mmret.data.retrieval import RetrievalSplit
+from mmret.data.sources import _retrieval_split, under
+
+IMAGE_GROUP_RULES = ("shapes_one_edit",)
+
+
+@dataclass
+class UnimodalEvalSet:
+    """A split, its images and the image group ids (``None``: no image→image)."""
+
+    split: RetrievalSplit
+    images: ImageStore
+    image_groups: torch.Tensor | None
+
+
+def unimodal_eval(
+    root: str | os.PathLike,
+    annotation: str,
+    split: str,
+    eval_transform: Any,
+    image_groups: str | None = "shapes_one_edit",
+    groups_file: str = "cirr/captions/cap.rc2.{split}.json",
+    image_root: str | None = None,
+    max_images: int | None = None,
+    cache_images: bool = False,
+    format: str = "karpathy",
+) -> UnimodalEvalSet:
+    """Split ``split`` of a Karpathy-format (or ALBEF) annotation with image groups by the
+    rule ``image_groups`` (see the module docstring); ``groups_file`` is relative to
+    ``root`` with ``{split}`` filled in."""
+    from mmret.metrics.unimodal import shapes_image_groups
+
+    if image_groups is not None and image_groups not in IMAGE_GROUP_RULES:
+        raise ValueError(f"image_groups: expected one of {IMAGE_GROUP_RULES} or null, got "
+                         f"{image_groups!r}")
+    data = _retrieval_split(Path(root), annotation, split, image_root, format)
+    data = data.subset(max_images)
+    groups = None
+    if image_groups == "shapes_one_edit":
+        groups = shapes_image_groups(data.image_paths,
+                                     under(root, groups_file.format(split=split)))
+    return UnimodalEvalSet(data, ImageStore(data.image_paths, eval_transform,
+                                            cached=cache_images), groups)
