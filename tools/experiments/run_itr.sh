@@ -23,7 +23,7 @@ EXPERIMENTS=${EXPERIMENTS-"itr_contrastive itr_csa itr_usa itr_cusa"}
 SEEDS=${SEEDS:-"0 1 2"}
 CCR_EXPERIMENTS=${CCR_EXPERIMENTS-"ccr_one_to_k ccr_one_to_k_csa"}
 CCR_SEEDS=${CCR_SEEDS:-"0"}
-CCR_STEPS=${CCR_STEPS:-200}
+CCR_STEPS=${CCR_STEPS:-150}
 ANNOTATION=data/shapes/karpathy/dataset_shapes.json
 
 if [ ! -f data/teachers/shapes_ssl/teacher.json ]; then
@@ -63,7 +63,7 @@ done
 for experiment in $CCR_EXPERIMENTS; do
   for seed in $CCR_SEEDS; do
     timed_run "outputs/itr/${experiment}/seed${seed}" "experiment=${experiment}" "seed=${seed}" \
-      "trainer.max_steps=${CCR_STEPS}" "trainer.warmup_steps=20" "$@"
+      "trainer.max_steps=${CCR_STEPS}" "trainer.warmup_steps=20" "trainer.num_threads=1" "$@"
   done
 done
 
