@@ -118,7 +118,7 @@ print("image features", tuple(cache.features("image").shape),
 try:  # the same file, expected for the validation split: refused
     TeacherCache.load(cache_file, expect_fingerprint=dataset_fingerprint(annotation, "val"))
 except TeacherCacheError as error:
-    print("refused:", str(error)[-120:])
+    print("refused:", str(error).removeprefix(f"{cache_file}: "))
 """))
 NB03.append(("md", """
 ## CUSA against contrastive
