@@ -30,7 +30,7 @@ EXPERIMENTS = ["sts_infonce", "sts_arccon", "sts_mpt", "sts_met",
 SETTINGS = {
     "minilm": [f"data.root={ROOT.parent / 'shared' / 'data'}", "trainer.max_steps=12",
                "trainer.batch_size=32", "trainer.lr=5e-5", "task.probe_every=6",
-               "task.probe_size=64", "data.eval.sts.max_pairs=null", "data.eval.sts.sts12=null"],
+               "task.probe_size=64", "data.eval.sts.max_pairs=250", "data.eval.sts.sts12=null"],
     "tiny": ["model=tiny_text", "data=shapes_text", "trainer=cpu_sts_tiny",
              "trainer.max_steps=40", "task.probe_every=20", "task.probe_size=128",
              "data.eval.sts.max_pairs=600"],
