@@ -352,3 +352,28 @@ def test_unimodal_protocol_against_a_naive_reference():
     lonely = UnimodalEvalSet(split, _Rows(n_images), torch.full((n_images,), -1))
     only_text, _ = run_protocol("unimodal", _LookupModel(x, y), lonely, options)
     assert "image_to_image_mAP" not in only_text and "text_to_text_mAP" in only_text
+
+
+@pytest.mark.parametrize("experiment", ["itr_contrastive", "itr_csa", "itr_usa", "itr_cusa"])
+def test_every_itr_experiment_composes_and_trains_two_steps(
+    experiment, shapes, ssl_dir, cache, tmp_path
+):
+    cfg = _compose(f"experiment={experiment}", f"data.root={shapes}", *SMALL,
+                   "trainer.max_steps=2", *_teacher_overrides(ssl_dir, cache))
+    out = run_training(cfg, tmp_path / experiment)
+    assert [h["step"] for h in out["trainer"].history] == [1, 2]
+    assert all(h["loss"] > 0 for h in out["trainer"].history)
+
+
+def test_ccr_one_to_k_csa_composes_and_trains_two_steps(ssl_dir, tmp_path):
+    multilingual = tmp_path / "shapes_ml"
+    generate(multilingual, num_images=40, seed=1, workers=1, progress=False)
+    cfg = _compose("experiment=ccr_one_to_k_csa", f"data.root={multilingual}",
+                   *[o for o in SMALL if not o.startswith("data.eval.")],
+                   "trainer.max_steps=2", "data.train.max_images=8",
+                   "data.eval.image_text.max_images=4", "+data.eval.cross_lingual.max_images=4",
+                   f"teachers.image=ssl:{ssl_dir}")
+    out = run_training(cfg, tmp_path / "ccr_csa")
+    history = out["trainer"].history
+    assert [h["step"] for h in history] == [1, 2]
+    assert all("csa_loss" in h and "one_to_k_loss" in h for h in history)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmret.data.unimodal import shapes_image_groups
 from mmret.metrics.unimodal import (
     image_to_image_retrieval,
-    shapes_image_groups,
     text_to_text_retrieval,
     unimodal_ranks,
     unimodal_retrieval,

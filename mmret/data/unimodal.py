@@ -12,12 +12,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from mmret.data.images import ImageStore
 from mmret.data.retrieval import RetrievalSplit
@@ -50,8 +53,6 @@ def unimodal_eval(
     """Split ``split`` of a Karpathy-format (or ALBEF) annotation with image groups by the
     rule ``image_groups`` (see the module docstring); ``groups_file`` is relative to
     ``root`` with ``{split}`` filled in."""
-    from mmret.metrics.unimodal import shapes_image_groups
-
     if image_groups is not None and image_groups not in IMAGE_GROUP_RULES:
         raise ValueError(f"image_groups: expected one of {IMAGE_GROUP_RULES} or null, got "
                          f"{image_groups!r}")
@@ -63,3 +64,22 @@ def unimodal_eval(
                                      under(root, groups_file.format(split=split)))
     return UnimodalEvalSet(data, ImageStore(data.image_paths, eval_transform,
                                             cached=cache_images), groups)
+
+
+def shapes_image_groups(image_paths: Sequence[str], cirr_captions_json: str | os.PathLike
+                        ) -> Tensor:
+    """Group ids for shapes images: the one-edit group (CIRR ``img_set.id``), ``-1`` if none.
+
+    ``image_paths`` are the split's images (e.g. ``load_karpathy(...).image_paths``);
+    ``cirr_captions_json`` is the split's ``cirr/captions/cap.rc2.{split}.json`` written by
+    :func:`mmret.data.synthetic.generate`. An image is matched by its file stem.
+    """
+    path = Path(cirr_captions_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"CIRR-style captions file not found: {path}")
+    group_of: dict[str, int] = {}
+    for record in json.loads(path.read_text(encoding="utf-8")):
+        image_set = record["img_set"]
+        for member in image_set["members"]:
+            group_of[member] = int(image_set["id"])
+    return torch.tensor([group_of.get(Path(p).stem, -1) for p in image_paths], dtype=torch.long)

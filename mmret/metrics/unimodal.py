@@ -16,7 +16,7 @@ modality. For features ``X`` (N, d) and group ids ``g`` (N,):
 
 Text→text: positives are the other captions of the same image (``g = text_to_image``).
 Image→image needs a notion of "same content": on the synthetic shapes benchmark,
-:func:`shapes_image_groups` uses the one-edit groups (a base scene and its five one-edit
+:func:`mmret.data.unimodal.shapes_image_groups` uses the one-edit groups (a base scene and its five one-edit
 variants, CIRR's ``img_set``); singleton images are distractors only.
 
 Queries are scored ``chunk_size`` rows at a time: a chunk's ``chunk_size × N`` scores and
@@ -25,10 +25,7 @@ its stable sort are the only matrices held (never N × N).
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -39,7 +36,7 @@ from mmret.metrics.ranking import DEFAULT_CHUNK_SIZE, GoldSets
 __all__ = [
     "UNIMODAL_KS",
     "image_to_image_retrieval",
-    "shapes_image_groups",
+
     "text_to_text_retrieval",
     "unimodal_ranks",
     "unimodal_retrieval",
@@ -179,22 +176,3 @@ def image_to_image_retrieval(
 ) -> dict[str, float | Tensor]:
     """Image→image: positives share the image's group id (``-1`` = distractor only)."""
     return unimodal_retrieval(image_features, image_groups, prefix="image_to_image", **kwargs)
-
-
-def shapes_image_groups(image_paths: Sequence[str], cirr_captions_json: str | os.PathLike
-                        ) -> Tensor:
-    """Group ids for shapes images: the one-edit group (CIRR ``img_set.id``), ``-1`` if none.
-
-    ``image_paths`` are the split's images (e.g. ``load_karpathy(...).image_paths``);
-    ``cirr_captions_json`` is the split's ``cirr/captions/cap.rc2.{split}.json`` written by
-    :func:`mmret.data.synthetic.generate`. An image is matched by its file stem.
-    """
-    path = Path(cirr_captions_json)
-    if not path.is_file():
-        raise FileNotFoundError(f"CIRR-style captions file not found: {path}")
-    group_of: dict[str, int] = {}
-    for record in json.loads(path.read_text(encoding="utf-8")):
-        image_set = record["img_set"]
-        for member in image_set["members"]:
-            group_of[member] = int(image_set["id"])
-    return torch.tensor([group_of.get(Path(p).stem, -1) for p in image_paths], dtype=torch.long)
