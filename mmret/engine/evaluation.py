@@ -17,7 +17,7 @@ from torch import nn
 
 from mmret.engine.config import ConfigError, DataConfig, EvalConfig, Precision
 from mmret.engine.data import build_source
-from mmret.evaluation import EvalOptions, list_protocols, run_protocol
+from mmret.evaluation import EvalOptions, get_protocol, list_protocols, run_protocol
 from mmret.metrics import DEFAULT_CHUNK_SIZE
 
 
@@ -76,35 +76,21 @@ def eval_options(
     )
 
 
-def cross_lingual_setting(
-    train: dict[str, Any] | None, ecfg: EvalConfig, eval_languages: list[str]
-) -> str:
-    """The label of a cross-lingual evaluation (part of the result's name).
-
-    ``eval.setting`` when given; otherwise from the training source ``train`` (``None``: the
-    model was not trained here): ``zero-shot`` (no training data), ``zero-shot from
-    English`` (English-only training: no ``languages``, or ``languages: [en]``),
-    ``all-language fine-tuning`` (every evaluated language was trained on), else
-    ``fine-tuned on <languages>``.
-    """
-    if ecfg.setting:
-        return str(ecfg.setting)
-    if train is None:
-        return "zero-shot"
-    languages = list(train.get("languages") or [])
-    if not languages or languages == ["en"]:
-        return "zero-shot from English"
-    if set(eval_languages) <= set(languages):
-        return "all-language fine-tuning"
-    return "fine-tuned on " + ", ".join(languages)
+def result_name(protocol: str, name: str, data_name: str, split: str, setting: str = "",
+                **fields: Any) -> str:
+    """``<name> (<label>)`` with the protocol's registered label template."""
+    label = get_protocol(protocol).label.format(
+        protocol=protocol, data=data_name, split=split, setting=setting, **fields)
+    return f"{name} ({label})"
 
 
-def result_name(protocol: str, name: str, data_name: str, split: str, setting: str = "") -> str:
-    if protocol == "image_text":
-        return f"{name} ({data_name} {split})"
-    if protocol == "cross_lingual":
-        return f"{name} (cross-lingual, {setting})"
-    return f"{name} ({protocol}, {data_name} {split})"
+def cross_lingual_setting(train: dict[str, Any] | None, ecfg: EvalConfig,
+                          eval_languages: list[str]) -> str:
+    """The cross-lingual setting label (:func:`mmret.evaluation.cross_lingual.cross_lingual_setting`
+    with ``eval.setting``)."""
+    from mmret.evaluation.cross_lingual import cross_lingual_setting as setting_of
+
+    return setting_of(train, ecfg.setting, eval_languages)
 
 
 def evaluate_model(
@@ -123,14 +109,12 @@ def evaluate_model(
     results: dict[str, dict[str, Any]] = {}
     headlines: list[str] = []
     for protocol, data in sets.items():
+        options.extra.update(train_source=train_source, setting=ecfg.setting)
         metrics, headline = run_protocol(protocol, model, data, options)
-        setting = ""
-        if protocol == "cross_lingual":
-            setting = cross_lingual_setting(train_source, ecfg, list(metrics["languages"]))
-            metrics["setting"] = setting
         metrics["protocol"] = protocol
         metrics["headline"] = headline
-        results[result_name(protocol, name, data_name, split, setting)] = metrics
+        strings = {k: v for k, v in metrics.items() if isinstance(v, str)}
+        results[result_name(name=name, data_name=data_name, split=split, **strings)] = metrics
         headlines.append(headline)
     return results, headlines
 

@@ -63,17 +63,23 @@ class ProtocolEntry:
     run: Protocol
     headline: str
     doc: str = ""
+    #: the result name's parenthesis: fields {protocol}, {data}, {split} and any string the
+    #: protocol returns in its metrics (e.g. {setting})
+    label: str = "{protocol}, {data} {split}"
 
 
 PROTOCOLS: Registry[ProtocolEntry] = Registry("evaluation protocol")
 
 
-def register_protocol(name: str, headline: str) -> Callable[[Protocol], Protocol]:
+def register_protocol(
+    name: str, headline: str, label: str = "{protocol}, {data} {split}"
+) -> Callable[[Protocol], Protocol]:
     """Decorator: register ``fn(model, data, options) -> metrics`` as protocol ``name``
     whose headline metric is ``headline`` (a key of the returned dict)."""
 
     def decorator(fn: Protocol) -> Protocol:
-        PROTOCOLS.register(name)(ProtocolEntry(name, fn, headline, (fn.__doc__ or "").strip()))
+        PROTOCOLS.register(name)(
+            ProtocolEntry(name, fn, headline, (fn.__doc__ or "").strip(), label))
         return fn
 
     return decorator

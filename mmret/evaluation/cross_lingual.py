@@ -13,7 +13,8 @@ from mmret.evaluation.base import EvalOptions, encode_images, encode_texts, regi
 from mmret.metrics import cross_lingual_retrieval, rank_spread
 
 
-@register_protocol("cross_lingual", headline="text_to_image_R@1")
+@register_protocol("cross_lingual", headline="text_to_image_R@1",
+                   label="cross-lingual, {setting}")
 def cross_lingual(
     model: nn.Module, data: MultilingualEvalSet, options: EvalOptions
 ) -> dict[str, Any]:
@@ -57,5 +58,30 @@ def cross_lingual(
             out[key] = float(value)
     out["per_language"] = per_language
     out["languages"] = list(split.languages)
+    out["setting"] = cross_lingual_setting(
+        options.extra.get("train_source"), options.extra.get("setting"), out["languages"])
     out["rank_spread"] = spreads
     return out
+
+
+def cross_lingual_setting(
+    train: dict[str, Any] | None, setting: str | None, eval_languages: list[str]
+) -> str:
+    """The label of a cross-lingual evaluation (part of the result's name).
+
+    ``setting`` (``eval.setting``) when given; otherwise from the training source ``train`` (``None``: the
+    model was not trained here): ``zero-shot`` (no training data), ``zero-shot from
+    English`` (English-only training: no ``languages``, or ``languages: [en]``),
+    ``all-language fine-tuning`` (every evaluated language was trained on), else
+    ``fine-tuned on <languages>``.
+    """
+    if setting:
+        return str(setting)
+    if train is None:
+        return "zero-shot"
+    languages = list(train.get("languages") or [])
+    if not languages or languages == ["en"]:
+        return "zero-shot from English"
+    if set(eval_languages) <= set(languages):
+        return "all-language fine-tuning"
+    return "fine-tuned on " + ", ".join(languages)

@@ -13,7 +13,7 @@ from mmret.evaluation.base import EvalOptions, encode_images, encode_texts, regi
 from mmret.metrics import image_text_retrieval
 
 
-@register_protocol("image_text", headline="text_to_image_R@1")
+@register_protocol("image_text", headline="text_to_image_R@1", label="{data} {split}")
 def image_text(model: nn.Module, data: ImageTextEvalSet, options: EvalOptions) -> dict[str, Any]:
     """Encode the split's images and captions, then rank exactly."""
     image_features = encode_images(model, data.images, options)
