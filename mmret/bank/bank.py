@@ -118,6 +118,12 @@ class NegativeBank:
             raise ValueError(f"features: expected a non-empty (M, d) tensor, got {what}")
         self.features = features.detach().float()
         self.image_ids = _check_ids(image_ids, features.shape[0])
+        bad = (~torch.isfinite(self.features)).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"features: {len(bad)} bank row(s) hold NaN/inf values (first: row {bad[0]}, "
+                f"image id {self.image_ids[bad[0]]!r}); re-encode the bank with a finite image "
+                "tower")
         self.model_fingerprint = str(model_fingerprint)
         self.images_fingerprint = images_fingerprint(self.image_ids)
         self.extra = dict(extra or {})

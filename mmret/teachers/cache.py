@@ -204,7 +204,8 @@ def build_teacher_cache(
             paths = [str(entry[1]) for entry in images]
             bar.set_description(f"teacher features (images, {image_teacher.name})")
             features = _encode_images(image_teacher, paths, batch_size, num_workers, bar)
-            tensors["image_features"] = features.to(dtype).contiguous()
+            tensors["image_features"] = _finite(features.to(dtype).contiguous(), ids,
+                                                image_teacher.name, dtype)
             tensors["image_ids"] = _encode_ids(ids)
             metadata.update(image_teacher=image_teacher.name,
                             image_preprocessing=image_teacher.preprocessing,
@@ -218,7 +219,8 @@ def build_teacher_cache(
                 chunk = texts[start:start + batch_size]
                 chunks.append(text_teacher.encode(chunk).cpu())
                 bar.update(len(chunk))
-            tensors["text_features"] = torch.cat(chunks).to(dtype).contiguous()
+            tensors["text_features"] = _finite(torch.cat(chunks).to(dtype).contiguous(), ids,
+                                               text_teacher.name, dtype)
             tensors["text_ids"] = _encode_ids(ids)
             metadata.update(text_teacher=text_teacher.name,
                             text_preprocessing=text_teacher.preprocessing,
@@ -239,6 +241,18 @@ def build_teacher_cache(
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def _finite(features: torch.Tensor, ids: list, teacher: str, dtype: torch.dtype) -> torch.Tensor:
+    """``features`` unchanged, or a ValueError naming the first item whose teacher feature is
+    NaN/inf (in ``dtype``: a float16 cache also catches overflow), so that no cache is written
+    with rows that would poison every loss that reads them."""
+    bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"teacher {teacher!r}: {len(bad)} feature row(s) are NaN/inf in {dtype} (first: "
+            f"item {bad[0]}, id {ids[bad[0]]!r}); no cache was written")
+    return features
 
 
 def _teacher_name(value: Teacher | str | None) -> str | None:

@@ -66,8 +66,6 @@ def test_bank_rejects_empty_and_out_of_range(bank_mod):
         _bank(bank_mod).reference_features([0, 9])
 
 
-@pytest.mark.xfail(reason="NaN rows are not rejected by NegativeBank yet (lib-cir)",
-                   strict=False)
 def test_bank_rejects_nan_features(bank_mod):
     features = torch.ones(2, 3)
     features[1, 1] = float("nan")
@@ -149,8 +147,23 @@ def test_cache_teacher_with_wrong_dimension_is_rejected(cache_mod, tmp_path):
         _cache(cache_mod, tmp_path, Wrong("wrong", 3, "none", normalize=False))
 
 
-@pytest.mark.xfail(reason="NaN teacher features are not rejected by build_teacher_cache yet "
-                          "(lib-cusa)", strict=False)
 def test_cache_rejects_nan_features(cache_mod, tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         _cache(cache_mod, tmp_path, _text_teacher(value=float("nan")))
+
+
+def test_cache_rejects_float16_overflow_and_writes_nothing(cache_mod, tmp_path):
+    """A finite float32 feature that overflows float16 is caught after the conversion, and
+    names the item; no (partial) cache file is left behind."""
+    with pytest.raises(ValueError, match=r"id 'c0'.*no cache was written"):
+        cache_mod.build_teacher_cache(
+            None, _text_teacher(value=1e6), [], [("c0", "a cat"), ("c1", "two dogs")],
+            tmp_path / "cache.safetensors", "fp", progress=False, dtype=torch.float16)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bank_error_names_the_image(bank_mod):
+    features = torch.ones(3, 2)
+    features[2, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"row 2, image id 'c'"):
+        bank_mod.NegativeBank(features, ["a", "b", "c"], "sha256:x")

@@ -28,9 +28,10 @@ EXPERIMENTS = ["sts_infonce", "sts_arccon", "sts_mpt", "sts_met",
                "sts_vicreg", "sts_vicreg_gdwr", "sts_barlow", "sts_barlow_gdwr"]
 #: the fixed budget of each setting (identical for every loss), as Hydra overrides
 SETTINGS = {
-    "minilm": [f"data.root={ROOT.parent / 'shared' / 'data'}", "trainer.max_steps=12",
-               "trainer.batch_size=32", "trainer.lr=5e-5", "task.probe_every=6",
-               "task.probe_size=64", "data.eval.sts.max_pairs=250", "data.eval.sts.sts12=null"],
+    "minilm": [f"data.root={ROOT.parent / 'shared' / 'data'}", "trainer.max_steps=150",
+               "trainer.batch_size=32", "trainer.lr=3e-5", "trainer.num_threads=2",
+               "task.probe_every=25", "task.probe_size=256", "data.eval.sts.max_pairs=null",
+               "data.eval.sts.sts12=null"],
     "tiny": ["model=tiny_text", "data=shapes_text", "trainer=cpu_sts_tiny",
              "trainer.max_steps=40", "task.probe_every=20", "task.probe_size=128",
              "data.eval.sts.max_pairs=600"],
