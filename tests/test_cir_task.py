@@ -326,3 +326,65 @@ def test_fashioniq_format_training_and_sources_accept_seeded_keys(shapes):
         composed_eval(shapes, "val")
     assert isinstance(composed_eval(shapes, "val", cirr={"path": "cirr", "image_root": "."}),
                       ComposedEvalSet)
+
+
+def _torchrun(run_dir: Path, overrides: list[str], cwd: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.distributed_utils import free_port
+
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node=2",
+           f"--master_port={free_port()}", "-m", "mmret.train", *overrides,
+           f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_two_process_torchrun_matches_one_process_in_both_stages(shapes, tmp_path):
+    """Stage 1 (towers + fusion, in-batch targets gathered across ranks) and stage 2 (bank
+    built by rank 0 at fit start, frozen image tower) under torchrun with 2 CPU processes of
+    4 queries give the losses and gradient norms of one process with 8."""
+    from mmret.engine.logging import read_metrics
+
+    small = [*SMALL, "trainer.max_steps=2", "eval.protocols=[]", "trainer.log_every=1",
+             "trainer.checkpoint_every=1", f"data.root={shapes}"]
+    stage1 = ["experiment=cir_stage1", *small]
+    _torchrun(tmp_path / "ddp1", [*stage1, "trainer.batch_size=4"], tmp_path)
+    run_training(_compose(*stage1), tmp_path / "one1")
+    stage2 = ["experiment=cir_stage2_bank", *small, f"init_from={tmp_path / 'one1'}",
+              "trainer.max_steps=2"]
+    _torchrun(tmp_path / "ddp2", [*stage2, "trainer.batch_size=4",
+                                  f"task.bank.path={tmp_path / 'bank_ddp.safetensors'}"], tmp_path)
+    run_training(_compose(*stage2, f"task.bank.path={tmp_path / 'bank_one.safetensors'}"),
+                 tmp_path / "one2")
+    for ddp, one, term in (("ddp1", "one1", "cir_inbatch_loss"), ("ddp2", "one2", "cir_bank_loss")):
+        a_rows, b_rows = read_metrics(tmp_path / ddp, "train"), read_metrics(tmp_path / one, "train")
+        assert [r["step"] for r in a_rows] == [r["step"] for r in b_rows] == [1, 2]
+        for a, b in zip(a_rows, b_rows, strict=True):
+            assert a[term] == pytest.approx(b[term], rel=1e-5, abs=1e-6), (ddp, a, b)
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (ddp, a, b)
+    # the fusion and the text tower trained identically; the image tower stayed frozen
+    ddp_model = mmret.load_checkpoint(tmp_path / "ddp2").model
+    one_model = mmret.load_checkpoint(tmp_path / "one2").model
+    for (name, a), b in zip(ddp_model.state_dict().items(), one_model.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_composed_refuses_ddp_towers_without_a_raw_forward():
+    from torch.nn.parallel import DistributedDataParallel
+
+    from mmret.tasks.composed import raw_features
+
+    class NoRaw(torch.nn.Module):
+        def forward(self, image=None, text=None):
+            return {}
+
+    model = DistributedDataParallel.__new__(DistributedDataParallel)
+    torch.nn.Module.__init__(model)
+    model.module = NoRaw()
+    with pytest.raises(RuntimeError, match="NoRaw.forward takes no 'normalize'"):
+        raw_features(model, text=torch.zeros(1, 3, dtype=torch.long))

@@ -28,14 +28,16 @@ RAW rows (so a stage-2 query equals the stage-1 query for the same weights), and
 Which modules train is configuration (``freeze=[model.visual]``); stage 2 starts from a
 stage-1 run with ``init_from=<stage-1 run>`` (the fusion's weights come with it).
 
-The task calls the towers' ``encode_image`` / ``encode_text`` (raw features), not the
-model's ``forward`` (which returns normalised features); it therefore refuses a
-DistributedDataParallel-wrapped model (multi-process composed training needs a raw-feature
-forward in the towers).
+The fusion needs the towers' raw features: in one process the task calls
+``encode_image`` / ``encode_text``; under DistributedDataParallel (whose gradient
+synchronisation sees only calls of ``forward``) it calls ``model(image=..., text=...,
+normalize=False)``, which :class:`~mmret.towers.DualEncoder` provides; towers whose
+``forward`` takes no ``normalize`` are refused there with a clear error.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -54,16 +56,42 @@ STAGE2_FIELDS = ("modification", "reference_id", "target_id")
 
 
 def _encoder(model: nn.Module) -> nn.Module:
-    """The towers behind ``torch.compile``; DDP is refused (see the module docstring)."""
+    """The bare towers behind DistributedDataParallel and ``torch.compile`` (for calls that
+    need no gradient synchronisation: building the bank, fingerprints)."""
     from torch.nn.parallel import DistributedDataParallel
 
     if isinstance(model, DistributedDataParallel):
-        raise RuntimeError(
-            "task 'composed' needs the towers' raw features (encode_image / encode_text), "
-            "which bypass DistributedDataParallel's forward; train it in one process"
-        )
+        model = model.module
     inner = getattr(model, "_orig_mod", None)
     return inner if isinstance(inner, nn.Module) else model
+
+
+def raw_features(
+    model: nn.Module, image: torch.Tensor | None = None, text: Any = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(image_features, text_features, logit_scale)``: the towers' RAW features of the
+    given inputs (None where not given) and ``exp(logit_scale)`` when the towers have one.
+
+    In one process through ``encode_image`` / ``encode_text``; through DDP by
+    ``model(image=, text=, normalize=False)`` so that DDP synchronises the gradients."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        towers = _encoder(model)
+        if "normalize" not in inspect.signature(towers.forward).parameters:
+            raise RuntimeError(
+                f"task 'composed' under DistributedDataParallel needs raw features from the "
+                f"model's forward, but {type(towers).__name__}.forward takes no 'normalize' "
+                "argument (mmret's DualEncoder does); train these towers in one process"
+            )
+        out = model(image=image, text=text, normalize=False)
+        return out.get("image_features"), out.get("text_features"), out.get("logit_scale")
+    towers = _encoder(model)
+    text_features = towers.encode_text(text) if text is not None else None
+    image_features = towers.encode_image(image) if image is not None else None
+    scale = getattr(towers, "logit_scale", None)
+    return image_features, text_features, (scale.exp() if isinstance(scale, torch.Tensor)
+                                           else None)
 
 
 def embed_dim_of(towers: Any) -> int:
@@ -174,28 +202,27 @@ class ComposedTask(Task):
         return self.fusion
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
-        towers = _encoder(model)
-        text = towers.encode_text(batch["text"]).float()
         out: dict[str, Any] = {"target_ids": batch["target_ids"],
                                "reference_ids": batch["reference_ids"]}
-        scale = getattr(towers, "logit_scale", None)
-        if isinstance(scale, torch.Tensor):
-            out["logit_scale"] = scale.exp()
         if self.stage == 1:
             if "reference_image" not in batch or "target_image" not in batch:
                 raise KeyError("task 'composed' (stage 1): the batch needs reference_image and "
                                "target_image (the training data must load images)")
             n = batch["reference_image"].shape[0]
             images = torch.cat([batch["reference_image"], batch["target_image"]])
-            reference, target = towers.encode_image(images).float().split(n)
+            image_features, text, scale = raw_features(model, images, batch["text"])
+            reference, target = image_features.float().split(n)
         else:
+            _, text, scale = raw_features(model, text=batch["text"])
             if self._bank is None:
                 raise RuntimeError("task 'composed' (stage 2): no bank yet; on_fit_start loads "
                                    "or builds it")
             reference = self._bank.reference_features(batch["reference_ids"])
             target = self._bank.reference_features(batch["target_ids"])
             out["target_index"] = batch["target_ids"]
-        out["query_features"] = self._fusion()(reference, text)
+        if scale is not None:
+            out["logit_scale"] = scale
+        out["query_features"] = self._fusion()(reference, text.float())
         out["target_features"] = target
         return out
 

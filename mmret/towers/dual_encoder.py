@@ -46,13 +46,19 @@ class DualEncoder(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(
-        self, image: torch.Tensor | None = None, text: torch.Tensor | None = None
+        self,
+        image: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+        normalize: bool = True,
     ) -> dict[str, torch.Tensor]:
+        """open_clip's output dict; ``normalize=False`` returns the raw tower outputs (what
+        a task that needs raw features calls through DistributedDataParallel, whose
+        gradient synchronisation only sees calls of ``forward``)."""
         out: dict[str, torch.Tensor] = {"logit_scale": self.logit_scale.exp()}
         if image is not None:
-            out["image_features"] = self.encode_image(image, normalize=True)
+            out["image_features"] = self.encode_image(image, normalize=normalize)
         if text is not None:
-            out["text_features"] = self.encode_text(text, normalize=True)
+            out["text_features"] = self.encode_text(text, normalize=normalize)
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
         return out
