@@ -69,7 +69,8 @@ def setting_section(setting: str, folder: Path) -> tuple[list[str], list[tuple]]
     for name, records in runs.items():
         done = [r for r in records if "metrics" in r]
         cells = [_mean([r["metrics"][f"{s}_spearman"] for r in done]) for s in sets]
-        delta = _mean([r["metrics"]["spearman"] - base["spearman"] for r in done])
+        delta = _mean([statistics.mean(r["metrics"][f"{s}_spearman"] - base[f"{s}_spearman"]
+                                       for s in sets) for r in done])
         ra = _mean([r["rfd"]["rfd_alignment"] for r in done if "rfd" in r])
         ru = _mean([r["rfd"]["rfd_uniformity"] for r in done if "rfd" in r])
         wall = statistics.mean(r["wall_s"] for r in records)
@@ -81,11 +82,22 @@ def setting_section(setting: str, folder: Path) -> tuple[list[str], list[tuple]]
             if "rfd" in r:
                 points.append((name, r["metrics"]["spearman"], r["rfd"]["rfd_alignment"],
                                r["rfd"]["rfd_uniformity"]))
+    if "sts12_all_spearman" in base:
+        subsets = [k[len("sts12_"):-len("_spearman")] for k in base
+                   if k.startswith("sts12_") and k.endswith("_spearman")
+                   and k not in ("sts12_all_spearman", "sts12_mean_spearman",
+                                 "sts12_wmean_spearman")]
+        lines += ["", "Untrained model on STS12 (Spearman ×100; SentEval aggregation "
+                  f"all / mean / wmean): {base['sts12_all_spearman']:.2f} / "
+                  f"{base['sts12_mean_spearman']:.2f} / {base['sts12_wmean_spearman']:.2f}; "
+                  "per subset " + ", ".join(f"{s} {base[f'sts12_{s}_spearman']:.2f}"
+                                            for s in subsets) + "."]
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
     total = sum(r["wall_s"] for rs in runs.values() for r in rs) + base["wall_s"]
     lines += ["", f"{sum(len(r) for r in runs.values())} runs ({', '.join(seeds)}), "
               f"{total / 60:.1f} min of run wall time in all. Spearman ×100 of the final model; "
-              "mean ± standard deviation over seeds; RFD = FDI (train − eval, probes after step 0)."]
+              "mean ± standard deviation over seeds; Δ = mean over the sets of the change in "
+              "Spearman; RFD = FDI (train − eval, probes after step 0)."]
     if len(points) >= 3:
         score = [p[1] for p in points]
         lines.append(
