@@ -174,3 +174,63 @@ def test_rfd_on_reference_logs_matches_hand_and_paper_ordering() -> None:
     assert top_k_mean(RFD / "nli" / "sup" / "metrics") == pytest.approx(
         sum(sorted(float(r["stsb"]) for r in csv.DictReader((RFD / "nli" / "sup" / "metrics").open()))[-5:]) / 5
     )
+
+
+def _write_log(path: Path, rows: list[tuple[int, float, float]]) -> None:
+    path.write_text("step,alignment,uniformity\n" + "".join(f"{s},{a},{u}\n" for s, a, u in rows))
+
+
+def test_fdi_cli_on_mmret_runs_matches_hand_computation(tmp_path) -> None:
+    """``mmret-fdi`` finds every run folder, averages train − eval over probes with
+    step ≥ min_step, takes the top-k STS-B dev of metrics.jsonl, and writes JSON, table
+    and plot; the group correlation is the Spearman of the per-run numbers."""
+    import json
+
+    from mmret.analysis.fdi import main
+    from mmret.metrics.sts import spearman
+
+    expected = {}
+    for k in range(4):
+        run = tmp_path / "runs" / "exp" / f"seed{k}"
+        run.mkdir(parents=True)
+        train = [(0, 0.5, -1.0), (10, 0.2 + k / 10, -2.0 - k / 5), (20, 0.3, -2.5)]
+        evals = [(0, 0.4, -1.5), (10, 0.6, -2.2), (20, 0.5 + k / 20, -2.1)]
+        _write_log(run / f"{TRAIN_LOG}.csv", train)
+        _write_log(run / f"{EVAL_LOG}.csv", evals)
+        scores = [70.0 + k, 80.0 + 2 * k, 75.0]
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": 10 * i, "kind": "eval", "stsb_dev_spearman": s}) + "\n"
+            for i, s in enumerate(scores)) + json.dumps({"step": 30, "kind": "train"}) + "\n")
+        rfd_a = ((train[1][1] - evals[1][1]) + (train[2][1] - evals[2][1])) / 2
+        rfd_u = ((train[1][2] - evals[1][2]) + (train[2][2] - evals[2][2])) / 2
+        expected[f"seed{k}"] = (rfd_a, rfd_u, sum(sorted(scores)[-2:]) / 2)
+    (tmp_path / "runs" / "not_a_run").mkdir()
+    out = tmp_path / "out"
+    main([str(tmp_path / "runs"), "--min-step", "10", "--top-k", "2", "--out", str(out)])
+    result = json.loads((out / "fdi.json").read_text())
+    assert [r["run"] for r in result["runs"]] == ["seed0", "seed1", "seed2", "seed3"]
+    for r in result["runs"]:
+        a, u, s = expected[r["run"]]
+        assert (r["rfd_alignment"], r["rfd_uniformity"], r["score"]) == pytest.approx((a, u, s))
+        assert r["steps"] == [10, 20] and r["group"] == "exp"
+    rho = spearman([v[0] for v in expected.values()], [v[2] for v in expected.values()])
+    assert result["correlations"]["exp"]["rho_alignment"] == pytest.approx(rho)
+    assert (out / "fdi.png").stat().st_size > 0 and "seed3" in (out / "fdi.md").read_text()
+    with pytest.raises(FileNotFoundError, match="holds both"):
+        main([str(tmp_path / "runs" / "not_a_run"), "--out", str(out)])
+
+
+@pytest.mark.skipif(not (DATA / "ngcse_rfd").is_dir(), reason="needs ../shared/data/ngcse_rfd")
+def test_fdi_cli_on_the_reference_logs_reproduces_the_aaai_direction(tmp_path) -> None:
+    """On the shipped NGCSE logs (13 runs, 2 domains) the table equals collect_rfd_dir per
+    run, and within each domain a higher RFD_align goes with a higher top-5 STS-B dev."""
+    from mmret.analysis.fdi import fdi_table, group_correlations
+
+    rows = fdi_table([DATA / "ngcse_rfd"])
+    assert len(rows) == 13 and {r["group"] for r in rows} == {"wiki", "nli"}
+    for r in rows:
+        assert r["rfd_alignment"] == collect_rfd_dir(r["path"])["rfd_alignment"]
+        assert r["score"] == top_k_mean(Path(r["path"]) / "metrics")
+    correlations = group_correlations(rows)
+    assert correlations["wiki"]["rho_alignment"] > 0.9
+    assert correlations["nli"]["rho_alignment"] > 0.6

@@ -127,6 +127,17 @@ def main() -> None:
         if (folder / "baseline.json").is_file():
             lines, _ = setting_section(setting, folder)
             body += lines
+    reference_logs = ROOT.parent / "shared" / "data" / "ngcse_rfd"
+    if reference_logs.is_dir():
+        from mmret.analysis.fdi import fdi_table, group_correlations, markdown
+
+        rows = fdi_table([reference_logs])
+        body += ["### FDI (RFD) of the reference's own training logs (AAAI 2024)", "",
+                 "`mmret-fdi ../shared/data/ngcse_rfd --out outputs/fdi_ngcse` (the shipped "
+                 "per-checkpoint alignment/uniformity logs of BERT-base trained on each data "
+                 "pattern, probes at steps ≥ 125; score = mean of the top-5 STS-B dev "
+                 "Spearman over checkpoints, from the same runs' `metrics`):", "",
+                 markdown(rows, group_correlations(rows), 5).rstrip(), ""]
     if args.discussion.is_file():
         body += [args.discussion.read_text().rstrip(), ""]
     write_section("sts", "\n".join(body), doc=ROOT / "docs" / "results.md", tag="results",
