@@ -189,20 +189,17 @@ def _reference_spearman(model, pairs: STSPairs, batch_size: int) -> float:
     return next(v for k, v in metrics.items() if k.endswith("spearman_cosine"))
 
 
-def _parity(minilm, pairs: STSPairs) -> float:
-    ours = sts_spearman(lambda b: minilm.encode(b, batch_size=64), pairs, batch_size=64)
-    theirs = 100 * _reference_spearman(minilm.model, pairs, batch_size=64)
-    assert ours["spearman"] == pytest.approx(theirs, abs=1e-2)  # ×100 scale: 1e-4 in [0, 1]
-    return ours["spearman"]
-
-
 @needs_stsb
-def test_minilm_stsb_parity_200_pairs(minilm) -> None:
-    _parity(minilm, read_stsb(STSB / "sts-test.csv").head(200))
+def test_minilm_stsb_test_parity_through_the_sts_protocol(minilm) -> None:
+    """The whole STS-B test set (1379 pairs) through mmret's ``sts`` protocol gives
+    sentence-transformers' EmbeddingSimilarityEvaluator Spearman to 1e-4 (0-1 scale)."""
+    from mmret.data.text_pairs import STSEvalSet
+    from mmret.evaluation import EvalOptions, run_protocol
 
-
-@pytest.mark.slow
-@needs_stsb
-def test_minilm_stsb_test_parity_full(minilm) -> None:
-    spearman_100 = _parity(minilm, read_stsb(STSB / "sts-test.csv"))
-    assert spearman_100 == pytest.approx(82.03, abs=0.01)
+    pairs = read_stsb(STSB / "sts-test.csv")
+    assert len(pairs) == 1379
+    metrics, _ = run_protocol("sts", minilm, STSEvalSet(sets={"stsb_test": pairs}),
+                              EvalOptions(tokenizer=None, batch_size=64))
+    theirs = _reference_spearman(minilm.model, pairs, batch_size=64)
+    assert metrics["stsb_test_spearman"] / 100 == pytest.approx(theirs, abs=1e-4)
+    assert metrics["stsb_test_spearman"] == pytest.approx(82.03, abs=0.01)  # as measured by sentence-transformers here
