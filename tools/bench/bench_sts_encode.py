@@ -14,6 +14,7 @@ section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -81,7 +82,8 @@ def main() -> None:
         f"Command: `{command}`",
         "",
         f"- Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, "
-        f"torch {torch.__version__}, sentence-transformers {sentence_transformers.__version__}, CPU.",
+        f"torch {torch.__version__}, sentence-transformers {sentence_transformers.__version__}, "
+        f"CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end.",
         f"- Data: {len(sentences)} sentences (both columns of STS-B test), all-MiniLM-L6-v2 "
         f"(offline package), batch size {args.batch_size}; median of {args.repeat} alternating "
         "runs after a warm-up. Both sort by length before batching.",

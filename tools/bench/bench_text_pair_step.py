@@ -18,6 +18,7 @@ docs/benchmarks.md gets the median step times and their ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -102,8 +103,8 @@ def main() -> None:
         f"Command: `{command}`",
         "",
         f"- Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, "
-        f"torch {torch.__version__}, CPU (shared with other jobs: compare the ratio, not the "
-        "absolute times).",
+        f"torch {torch.__version__}, CPU, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.2f} at the end (compare the ratio, not the absolute times).",
         f"- Model: {args.model} ({MODELS[args.model]['kind']}); {n} STS-B training sentences "
         f"per step, each twice (dropout views); AdamW; median of {args.steps} alternating "
         "steps after a warm-up.",
