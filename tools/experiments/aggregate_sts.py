@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
@@ -121,7 +125,10 @@ def main() -> None:
             "Commands: `tools/experiments/run_sts.sh` (= `python tools/experiments/run_sts.py "
             "tiny|minilm --seeds 0 1`, strictly sequential, then this aggregation: "
             "`python tools/experiments/aggregate_sts.py`). Budgets: "
-            "`tools/experiments/run_sts.py::SETTINGS`, identical for every loss.", ""]
+            "`tools/experiments/run_sts.py::SETTINGS`, identical for every loss.", "",
+            f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
+            f"cores, no GPU; Python {platform.python_version()}, torch {torch.__version__}; "
+            "wall times per run include start-up, probes and the final evaluation.", ""]
     for setting in ("tiny", "minilm"):
         folder = args.out / setting
         if (folder / "baseline.json").is_file():

