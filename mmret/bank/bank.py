@@ -29,6 +29,7 @@ from torch import nn
 
 from mmret.bank.encode import ImageSource, encode_images
 from mmret.data.images import ImageTransform
+from mmret.errors import reject_nonfinite_rows
 from mmret.index.fingerprint import model_fingerprint
 
 FORMAT_NAME = "mmret-negative-bank"
@@ -118,12 +119,8 @@ class NegativeBank:
             raise ValueError(f"features: expected a non-empty (M, d) tensor, got {what}")
         self.features = features.detach().float()
         self.image_ids = _check_ids(image_ids, features.shape[0])
-        bad = (~torch.isfinite(self.features)).any(dim=1).nonzero().flatten().tolist()
-        if bad:
-            raise ValueError(
-                f"features: {len(bad)} bank row(s) hold NaN/inf values (first: row {bad[0]}, "
-                f"image id {self.image_ids[bad[0]]!r}); re-encode the bank with a finite image "
-                "tower")
+        reject_nonfinite_rows(self.features, self.image_ids, "features (bank)", "row",
+                              "image id", "re-encode the bank with a finite image tower")
         self.model_fingerprint = str(model_fingerprint)
         self.images_fingerprint = images_fingerprint(self.image_ids)
         self.extra = dict(extra or {})

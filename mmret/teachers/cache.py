@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from mmret.errors import reject_nonfinite_rows
 from mmret.teachers.base import Teacher
 
 CACHE_FORMAT = "mmret-teacher-cache/1"
@@ -247,11 +248,8 @@ def _finite(features: torch.Tensor, ids: list, teacher: str, dtype: torch.dtype)
     """``features`` unchanged, or a ValueError naming the first item whose teacher feature is
     NaN/inf (in ``dtype``: a float16 cache also catches overflow), so that no cache is written
     with rows that would poison every loss that reads them."""
-    bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
-    if bad:
-        raise ValueError(
-            f"teacher {teacher!r}: {len(bad)} feature row(s) are NaN/inf in {dtype} (first: "
-            f"item {bad[0]}, id {ids[bad[0]]!r}); no cache was written")
+    reject_nonfinite_rows(features, ids, f"teacher {teacher!r} ({dtype})", "item", "id",
+                          "no cache was written")
     return features
 
 
