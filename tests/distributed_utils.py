@@ -50,3 +50,18 @@ def run_distributed(fn: Callable[..., Any], world_size: int = 2, *args: Any) -> 
             torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True)
             for r in range(world_size)
         ]
+
+
+def torchrun_train(run_dir, overrides: list[str], cwd, nproc: int = 2, timeout: int = 300) -> None:
+    """``torchrun --nproc_per_node=nproc -m mmret.train <overrides>`` into ``run_dir``
+    (1 OpenMP thread per process); fails the test with the stderr tail on a non-zero exit."""
+    import subprocess
+    from pathlib import Path
+
+    cmd = [str(Path(sys.executable).parent / "torchrun"), f"--nproc_per_node={nproc}",
+           f"--master_port={free_port()}", "-m", "mmret.train", *overrides,
+           f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]

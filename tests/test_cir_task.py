@@ -328,35 +328,21 @@ def test_fashioniq_format_training_and_sources_accept_seeded_keys(shapes):
                       ComposedEvalSet)
 
 
-def _torchrun(run_dir: Path, overrides: list[str], cwd: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.distributed_utils import free_port
-
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node=2",
-           f"--master_port={free_port()}", "-m", "mmret.train", *overrides,
-           f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
 def test_two_process_torchrun_matches_one_process_in_both_stages(shapes, tmp_path):
     """Stage 1 (towers + fusion, in-batch targets gathered across ranks) and stage 2 (bank
     built by rank 0 at fit start, frozen image tower) under torchrun with 2 CPU processes of
     4 queries give the losses and gradient norms of one process with 8."""
     from mmret.engine.logging import read_metrics
+    from tests.distributed_utils import torchrun_train
 
     small = [*SMALL, "trainer.max_steps=2", "eval.protocols=[]", "trainer.log_every=1",
              "trainer.checkpoint_every=1", f"data.root={shapes}"]
     stage1 = ["experiment=cir_stage1", *small]
-    _torchrun(tmp_path / "ddp1", [*stage1, "trainer.batch_size=4"], tmp_path)
+    torchrun_train(tmp_path / "ddp1", [*stage1, "trainer.batch_size=4"], tmp_path)
     run_training(_compose(*stage1), tmp_path / "one1")
     stage2 = ["experiment=cir_stage2_bank", *small, f"init_from={tmp_path / 'one1'}",
               "trainer.max_steps=2"]
-    _torchrun(tmp_path / "ddp2", [*stage2, "trainer.batch_size=4",
+    torchrun_train(tmp_path / "ddp2", [*stage2, "trainer.batch_size=4",
                                   f"task.bank.path={tmp_path / 'bank_ddp.safetensors'}"], tmp_path)
     run_training(_compose(*stage2, f"task.bank.path={tmp_path / 'bank_one.safetensors'}"),
                  tmp_path / "one2")

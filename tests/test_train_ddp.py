@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 
 from mmret.engine.config import conf_dir, register_configs
 from mmret.engine.logging import read_metrics
 from mmret.engine.run import run_training
-from tests.distributed_utils import free_port
+from tests.distributed_utils import torchrun_train
 
 register_configs()
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +30,7 @@ COMMON = ["experiment=shapes_clip", "data.train.max_images=8", "trainer.max_step
 
 def test_two_process_torchrun_matches_one_process(shapes40, tmp_path):
     ddp_dir = tmp_path / "ddp"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}",
-           "-m", "mmret.train", *COMMON, f"data.root={shapes40}", "trainer.batch_size=4",
-           f"hydra.run.dir={ddp_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    torchrun_train(ddp_dir, [*COMMON, f"data.root={shapes40}", "trainer.batch_size=4"], tmp_path)
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("train", overrides=[*COMMON, f"data.root={shapes40}", "trainer.batch_size=8"])
