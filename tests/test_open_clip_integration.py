@@ -290,3 +290,133 @@ def test_model_state_dict_strips_wrapper_and_ddp_prefixes():
     assert list(model_state_dict({"w": t})) == ["w"]
     with pytest.raises(ValueError, match="state dict"):
         model_state_dict({"state_dict": {}})
+
+
+# -- cusa's embed_dim from the model (real-data issue, point 6) ---------------------
+
+
+CUSA_PLAIN = {"use_csa": False, "use_usa": False}  # contrastive through the heads only
+
+
+def test_cusa_reads_embed_dim_from_the_model_and_trains_its_heads(tiny_model, tmp_path):
+    result = run(synthetic_flags(tmp_path, "cusa"), "cusa", dict(CUSA_PLAIN))
+    assert result.steps == 4
+    objective = result.module.objective
+    assert objective.embed_dim == TINY_CONFIG["embed_dim"]
+    head = objective.cross_image_head.proj.weight
+    assert head.shape == (32, 32)
+    rows = logged_losses(tmp_path / "cusa" / "out.log")
+    assert len(rows) == 4 and all("Contrastive_loss" in r for r in rows)
+    ckpt = torch.load(tmp_path / "cusa" / "checkpoints" / "epoch_1.pt", weights_only=True)
+    saved = ckpt["state_dict"]["objective.cross_image_head.proj.weight"]
+    assert torch.equal(saved, head.detach())
+    torch.manual_seed(0)
+    fresh = build_objective("cusa", dict(CUSA_PLAIN), embed_dim=32)
+    assert not torch.allclose(saved, fresh.cross_image_head.proj.weight, atol=1e-6)  # it trained
+
+
+def test_cusa_explicit_embed_dim_is_kept_when_right_and_refused_when_wrong(tiny_model, tmp_path):
+    right = run(synthetic_flags(tmp_path, "right"), "cusa", {**CUSA_PLAIN, "embed_dim": 32})
+    assert right.steps == 4 and right.module.objective.embed_dim == 32
+    with pytest.raises(ValueError, match=r"objective 'cusa': embed_dim=16 but the model's "
+                                         r"image/text features are 32 wide"):
+        run(synthetic_flags(tmp_path, "wrong"), "cusa", {**CUSA_PLAIN, "embed_dim": 16})
+
+
+def test_model_embed_dim_from_attributes_and_from_a_probe():
+    from mmret.integrations.open_clip import model_embed_dim
+
+    assert model_embed_dim(_tiny_clip()) == 8
+    oc_model = open_clip.create_model(MODEL) if MODEL in open_clip.list_models() else None
+    if oc_model is not None:
+        assert model_embed_dim(oc_model) == TINY_CONFIG["embed_dim"]
+
+    class TextOnly(torch.nn.Module):  # states no width: probed with one encode_text
+        context_length = 5
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 12)
+
+        def encode_text(self, tokens, normalize=False):
+            return self.embed(tokens).mean(1)
+
+    probe = TextOnly().train()
+    assert model_embed_dim(probe) == 12 and probe.training  # mode restored
+    mismatched = _tiny_clip()
+    mismatched.visual.output_dim = 4
+    with pytest.raises(ValueError, match=r"image and text features differ in width"):
+        model_embed_dim(mismatched)
+    with pytest.raises(ValueError, match="cannot tell its feature width"):
+        model_embed_dim(torch.nn.Linear(2, 2))
+
+
+def test_build_objective_fills_and_checks_embed_dim():
+    filled = build_objective({"clip": 1.0, "cusa": dict(CUSA_PLAIN)}, embed_dim=24)
+    assert filled.members["cusa"].cross_text_head.proj.in_features == 24
+    build_objective("cusa", {**CUSA_PLAIN, "embed_dim": 24}, embed_dim=24)
+    with pytest.raises(ValueError, match="embed_dim=8 but the model"):
+        build_objective("cusa", {**CUSA_PLAIN, "embed_dim": 8}, embed_dim=24)
+    assert build_objective("clip", embed_dim=24).name == "clip"  # no embed_dim: untouched
+    with pytest.raises(ValueError, match="cusa: embed_dim .* must be a positive int"):
+        build_objective("cusa", dict(CUSA_PLAIN))  # heads without a width, no model
+
+
+# -- sample forms of the data hook (open_clip 3.x tuples, open_clip main dicts) -----
+
+
+class _Samples(torch.utils.data.Dataset):
+    def __init__(self, as_dict: bool) -> None:
+        self.as_dict = as_dict
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        image, text = torch.full((3, 2, 2), float(i)), torch.full((5,), i, dtype=torch.long)
+        return {"image": image, "text": text} if self.as_dict else (image, text)
+
+
+def _hook_batches(as_dict: bool):
+    from mmret.integrations.open_clip.data import (
+        BatchExtras,
+        ExtrasLoader,
+        _collate_with_ids,
+        _WithIds,
+    )
+
+    dataset = _WithIds(_Samples(as_dict), [7, 7, 3, 9])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=_collate_with_ids)
+    channel = BatchExtras()
+    (core,) = list(ExtrasLoader(loader, channel))
+    return core, channel.take()
+
+
+def test_data_hook_keeps_tuple_samples_as_tuples():
+    core, extras = _hook_batches(as_dict=False)
+    assert isinstance(core, tuple) and len(core) == 2  # open_clip 3.x: images, texts = batch
+    images, texts = core
+    assert images.shape == (4, 3, 2, 2) and images[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    assert texts[:, 0].tolist() == [0, 1, 2, 3]
+    assert extras["image_ids"].tolist() == [7, 7, 3, 9]
+
+
+def test_data_hook_keeps_dict_samples_as_dicts():
+    core, extras = _hook_batches(as_dict=True)
+    assert isinstance(core, dict) and set(core) == {"image", "text"}  # open_clip main
+    assert core["image"].shape == (4, 3, 2, 2) and core["image"][:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    assert core["text"].dtype == torch.long and core["text"][:, 0].tolist() == [0, 1, 2, 3]
+    assert extras["image_ids"].tolist() == [7, 7, 3, 9]
+
+
+def test_data_hook_refuses_other_sample_forms():
+    from mmret.integrations.open_clip.data import _WithIds
+
+    class Bad(_Samples):
+        def __getitem__(self, i):
+            return {"img": 0} if self.as_dict else (0, 1, 2)
+
+    with pytest.raises(TypeError, match=r"sample 0 is a dict with keys \['img'\]"):
+        _WithIds(Bad(True), [0] * 4)[0]
+    with pytest.raises(TypeError, match=r"expected \(image, text\)"):
+        _WithIds(Bad(False), [0] * 4)[0]

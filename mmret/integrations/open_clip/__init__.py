@@ -20,7 +20,7 @@ from mmret.integrations.open_clip.module import (
     MMRetTrainingModule,
     freeze_unused_model_scalars,
 )
-from mmret.integrations.open_clip.objective import ObjectiveLoss, build_objective
+from mmret.integrations.open_clip.objective import ObjectiveLoss, build_objective, model_embed_dim
 
 #: open_clip versions this integration is tested with (docs/open_clip.md)
 SUPPORTED_OPEN_CLIP = ("3.3.0 (installed API)", "main with open_clip.create_task (task layer)")
@@ -38,6 +38,7 @@ __all__ = [
     "export_open_clip_checkpoint",
     "freeze_unused_model_scalars",
     "has_task_api",
+    "model_embed_dim",
     "model_state_dict",
     "run",
     "split_extras",

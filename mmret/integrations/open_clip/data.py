@@ -104,9 +104,13 @@ def csv_with_image_ids(args: Any, preprocess_fns: Any, epoch: int = 0, tokenizer
     (docs/methods.md §1) instead of pushing them apart. Reads ``--train-data``,
     ``--csv-img-key``, ``--csv-caption-key``, ``--csv-separator``.
     """
-    from open_clip_train.data import CsvDataset, DataInfo
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
+
+    from mmret.extras import require
+
+    oc_data = require("open_clip_train.data", "openclip")
+    CsvDataset, DataInfo = oc_data.CsvDataset, oc_data.DataInfo
 
     if not args.train_data:
         raise ValueError("data hook csv_with_image_ids: pass --train-data <file.csv>")
@@ -128,6 +132,13 @@ def csv_with_image_ids(args: Any, preprocess_fns: Any, epoch: int = 0, tokenizer
 
 
 class _WithIds(torch.utils.data.Dataset):
+    """``base``'s samples plus their image id, in the sample form ``base`` yields.
+
+    open_clip 3.x datasets yield ``(image, text)`` tuples, open_clip main's task-layer
+    datasets ``{"image": ..., "text": ...}`` dicts: a tuple sample becomes
+    ``(image, text, image_id)``, a dict sample gains an ``"image_ids"`` entry.
+    """
+
     def __init__(self, base: Any, image_ids: list[int]) -> None:
         self.base = base
         self.image_ids = image_ids
@@ -135,12 +146,34 @@ class _WithIds(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
-        image, text = self.base[index]
-        return image, text, self.image_ids[index]
+    def __getitem__(self, index: int) -> tuple[Any, Any, int] | dict[str, Any]:
+        sample = self.base[index]
+        image_id = self.image_ids[index]
+        if isinstance(sample, Mapping):
+            missing = [k for k in BATCH_KEYS if k not in sample]
+            if missing or "image_ids" in sample:
+                raise TypeError(
+                    f"data hook csv_with_image_ids: sample {index} is a dict with keys "
+                    f"{sorted(sample)}; expected 'image' and 'text' and no 'image_ids'"
+                )
+            return {**sample, "image_ids": image_id}
+        if isinstance(sample, (tuple, list)) and len(sample) == 2:
+            image, text = sample
+            return image, text, image_id
+        raise TypeError(
+            f"data hook csv_with_image_ids: sample {index} of {type(self.base).__name__} is "
+            f"{type(sample).__name__}; expected (image, text) or {{'image': ..., 'text': ...}}"
+        )
 
 
-def _collate_with_ids(samples: list[tuple[Any, Any, int]]):
+def _collate_with_ids(samples: list[Any]) -> tuple[Any, Any, dict[str, Any]] | dict[str, Any]:
+    """Tuple samples -> ``(images, texts, {"image_ids"})`` (open_clip 3.x unpacks
+    ``images, texts``); dict samples -> ``{"image", "text", "image_ids", ...}`` (open_clip
+    main's ``task.prepare_batch`` reads a dict), each field stacked."""
+    if isinstance(samples[0], Mapping):
+        from torch.utils.data import default_collate
+
+        return default_collate(samples)
     images = torch.stack([s[0] for s in samples])
     texts = torch.stack([s[1] for s in samples])
     return images, texts, {"image_ids": torch.tensor([s[2] for s in samples])}

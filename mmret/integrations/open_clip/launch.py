@@ -9,7 +9,9 @@
                                 built with ``--local-loss`` / ``--gather-with-grad`` mapped
 ``create_model_and_transforms`` open_clip's factory, the model then wrapped with the
                                 objective in :class:`MMRetTrainingModule` (unused
-                                ``logit_scale`` / ``logit_bias`` frozen)
+                                ``logit_scale`` / ``logit_bias`` frozen; an objective
+                                with heads, ``cusa``, built with the model's
+                                ``embed_dim``)
 ``get_data``                    open_clip's data, the train split from the data hook when
                                 one is given (its extras go to the loss)
 ``create_loss`` (installed      the :class:`ObjectiveLoss` adapter
@@ -40,7 +42,13 @@ from mmret.integrations.open_clip.module import (
     MMRetTrainingModule,
     freeze_unused_model_scalars,
 )
-from mmret.integrations.open_clip.objective import ObjectiveLoss, build_objective, extra_fields
+from mmret.integrations.open_clip.objective import (
+    ObjectiveLoss,
+    build_objective,
+    extra_fields,
+    model_embed_dim,
+    takes_embed_dim,
+)
 from mmret.objectives.base import Objective
 
 log = logging.getLogger("mmret.integrations.open_clip")
@@ -107,9 +115,12 @@ class _Launch:
             )
         if "coca" in str(args.model).lower():
             raise ValueError(f"--model {args.model}: CoCa's captioning loss is not an mmret objective")
+        # an objective with heads on the model's features (cusa) is built again once the
+        # model is known (create_model_and_transforms); this one answers `requires`
         objective = build_objective(
             self.spec, self.kwargs,
             local_loss=args.local_loss, gather_with_grad=args.gather_with_grad,
+            missing_embed_dim=1 if takes_embed_dim(self.spec, self.kwargs) else None,
         )
         extras = extra_fields(objective, MODEL_OUTPUTS)
         if args.accum_freq > 1 and (extras or self.data_hook is not None):
@@ -134,6 +145,15 @@ class _Launch:
             *args, **kwargs
         )
         objective = self.result.objective
+        if takes_embed_dim(self.spec, self.kwargs):
+            args_ = self.result.args
+            width = model_embed_dim(model)
+            objective = build_objective(
+                self.spec, self.kwargs, local_loss=args_.local_loss,
+                gather_with_grad=args_.gather_with_grad, embed_dim=width,
+            )
+            self.result.objective = objective
+            log.info("mmret objective (embed_dim=%d from the model): %s", width, objective)
         if "logit_bias" in objective.requires and getattr(model, "logit_bias", None) is None:
             raise ValueError(
                 f"objective {objective.name!r} reads the model's logit_bias, which this model "
@@ -230,7 +250,9 @@ def run(
     Returns an :class:`OpenClipRun` (``main``'s return code, the objective, the trained
     module, the parsed args, the number of optimiser steps).
     """
-    import open_clip_train.main as oc_main
+    from mmret.extras import require
+
+    oc_main = require("open_clip_train.main", "openclip")
 
     names = ["parse_args", "create_model_and_transforms", "get_data"]
     names.append("create_task" if hasattr(oc_main, "create_task") and has_task_api()
