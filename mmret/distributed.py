@@ -17,6 +17,7 @@ equals the single-process gradient of the loss on the concatenated batch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,16 @@ def get_world_size() -> int:
 
 def is_main_process() -> bool:
     return get_rank() == 0
+
+
+def unwrap_model(model: Any) -> Any:
+    """The module inside DistributedDataParallel / ``torch.compile`` wrappers (the one
+    place mmret unwraps a model; calls that need no gradient synchronisation use it)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
 
 
 def gather_features(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:

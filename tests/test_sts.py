@@ -19,7 +19,8 @@ from mmret.data.sts import (
     read_sts_pairs,
     read_stsb,
 )
-from mmret.metrics.sts import pearson, rankdata, spearman, sts_all, sts_spearman
+from mmret.evaluation.sts import sts_all, sts_spearman
+from mmret.metrics.sts import pearson, rankdata, spearman
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STSB, STS12 = DATA / "stsb", DATA / "sts12"

@@ -312,7 +312,7 @@ NB04.append(("code", """
 from PIL import Image
 
 from mmret.data.composed_sources import composed_eval
-from mmret.metrics.cir_eval import encode_composed_queries, encode_gallery, plot_cir_queries
+from mmret.evaluation.cir_queries import encode_composed_queries, encode_gallery, plot_cir_queries
 
 model = stage2["trainer"].model.eval()
 tokenizer = towers.tokenizer  # the same tokenizer at both stages

@@ -1,4 +1,5 @@
-"""Batch-wise image encoding to RAW features (no_grad, eval mode, progress bar)."""
+"""The bank's image source: RAW image-tower features of every image, through the one
+encoder (:mod:`mmret.encoding`)."""
 
 from __future__ import annotations
 
@@ -81,18 +82,22 @@ def encode_images(
     if not hasattr(model, "encode_image"):
         raise ValueError(f"model: expected a dual encoder with encode_image, got "
                          f"{type(model).__name__}")
-    dataset = image_dataset(images, transform)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=torch.device(device).type == "cuda")
-    was_training = model.training
-    model.eval()
-    parts: list[torch.Tensor] = []
-    try:
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
-            x = _batch_images(batch).to(device, non_blocking=True)
-            parts.append(model.encode_image(x, normalize=False).float().cpu())
-    finally:
-        model.train(was_training)
-    if not parts:
-        raise ValueError("images: nothing to encode (0 images)")
-    return torch.cat(parts)
+    from mmret.encoding import EncodeOptions
+    from mmret.encoding import encode_images as encode
+
+    options = EncodeOptions(batch_size=batch_size, device=device, num_workers=num_workers,
+                            progress=progress, desc=desc, normalize=False)
+    return encode(model, _Images(image_dataset(images, transform)), options, role="image_raw")
+
+
+class _Images(Dataset):
+    """Items as image tensors (dict and tuple items reduced to their image)."""
+
+    def __init__(self, inner: Dataset) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return _batch_images(self.inner[index])

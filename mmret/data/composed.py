@@ -44,9 +44,8 @@ from mmret.data.images import ImageTransform, apply_transform, load_image
 from mmret.data.paths import PathResolver
 from mmret.data.retrieval import Tokenizer
 from mmret.data.seeding import derive_seed, seeded_random, split_key
+from mmret.metrics.fashioniq import FASHIONIQ_CATEGORIES  # the one definition
 
-#: the FashionIQ categories (the one definition; metrics import it)
-FASHIONIQ_CATEGORIES: tuple[str, ...] = ("dress", "shirt", "toptee")
 DEFAULT_FASHIONIQ_TEMPLATE = "{c1} and {c2}"
 
 

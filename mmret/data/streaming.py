@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,7 +151,10 @@ class ShardImageTextDataset(Dataset):
 
     def record(self, image_index: int) -> dict[str, Any]:
         """The raw record (``json`` parsed) of image ``image_index``."""
-        from wids.wids import IndexedTarSamples
+        from mmret.extras import require
+
+        wids = require("wids.wids", "shards", "reading WebDataset shards")
+        IndexedTarSamples = wids.IndexedTarSamples
 
         shard = int(self.shard_of_record[image_index])
         if shard not in self._open:
@@ -274,7 +278,11 @@ class ShardImageTextStream(IterableDataset):
     def _read_shard(self, shard: int, skip: int) -> Iterator[tuple[bytes, list[str], int, int]]:
         """``(image bytes, captions, image index, caption)`` units of ``shard`` after the
         first ``skip`` (the record's JSON parsed once for all its units)."""
-        from webdataset.tariterators import group_by_keys, tar_file_iterator
+        from mmret.extras import require
+
+        tariterators = require("webdataset.tariterators", "shards", "streaming WebDataset shards")
+        group_by_keys = tariterators.group_by_keys
+        tar_file_iterator = tariterators.tar_file_iterator
 
         units = self.units[shard]
         record = 0
@@ -374,16 +382,48 @@ class ShardImageTextStream(IterableDataset):
 # --------------------------------------------------------------------------- sources
 
 
+def check_shard_source(manifest: ShardManifest, annotation: str | None = None,
+                       split: str | None = None) -> None:
+    """Refuse a data config whose ``annotation`` / ``split`` (keys a folder source's node
+    carries, optional for the shard sources) name other data than the shards were written
+    from (``manifest.source``, recorded by ``mmret-shards write``)."""
+    source = manifest.source
+    for key, given, same in (
+        ("annotation", annotation,
+         lambda a, b: Path(str(a)).name == Path(str(b)).name),
+        ("split", split, lambda a, b: str(a) == str(b)),
+    ):
+        written = source.get(key)
+        if given is not None and written is not None and not same(given, written):
+            raise ValueError(
+                f"data.train.{key}={given!r}, but the shards {manifest.path.parent} were "
+                f"written from {key} {written!r} (their manifest's source); write shards of "
+                f"that data (mmret-shards write) or drop data.train.{key}"
+            )
+
+
 def shard_pairs(
     root: str | os.PathLike,
     shards: str,
     image_transform: ImageTransform,
     captions_per_image: int = 1,
     max_images: int | None = None,
+    annotation: str | None = None,
+    split: str | None = None,
+    image_root: str | None = None,
 ) -> ShardImageTextDataset:
     """Source: map-style image-text training samples read by index from ``root/shards``
-    (exact resumption; identical samples to the folder loader for a Karpathy split)."""
-    return ShardImageTextDataset(shards, image_transform, captions_per_image, max_images, root)
+    (exact resumption; identical samples to the folder loader for a Karpathy split).
+
+    ``annotation`` / ``split`` (optional) are checked against what the shards were written
+    from; ``image_root`` is accepted and unused (the shards hold the image bytes), so a
+    folder source's node (``data=karpathy``) works with only ``_target_`` and ``shards``
+    changed."""
+    del image_root
+    dataset = ShardImageTextDataset(shards, image_transform, captions_per_image, max_images,
+                                    root)
+    check_shard_source(dataset.manifest, annotation, split)
+    return dataset
 
 
 def shard_stream(
@@ -394,9 +434,16 @@ def shard_stream(
     captions_per_image: int = 1,
     shuffle_buffer: int = 1000,
     max_images: int | None = None,
+    annotation: str | None = None,
+    split: str | None = None,
+    image_root: str | None = None,
 ) -> ShardImageTextStream:
     """Source: image-text training samples streamed from ``root/shards`` (per-rank and
-    per-worker shard splitting, block shuffle buffer, exact resumption)."""
-    return ShardImageTextStream(shards, image_transform, captions_per_image, shuffle_buffer,
-                                max_images, root, seed)
+    per-worker shard splitting, block shuffle buffer, exact resumption). ``annotation``,
+    ``split`` and ``image_root``: as for :func:`shard_pairs`."""
+    del image_root
+    stream = ShardImageTextStream(shards, image_transform, captions_per_image, shuffle_buffer,
+                                  max_images, root, seed)
+    check_shard_source(stream.manifest, annotation, split)
+    return stream
 

@@ -51,6 +51,7 @@ from mmret.checkpoint import (
     write_manifest,
     write_tower_spec,
 )
+from mmret.embedding import EMBEDDING_FILE, write_embedding_spec
 
 __all__ = [
     "CONFIG_FILE", "LAST", "MODEL_FILE", "OBJECTIVE_FILE", "STATE_FILE", "TASK_FILE",
@@ -121,7 +122,9 @@ def save_checkpoint(
 
     ``model`` / ``task`` / ``objective`` must be unwrapped (not DDP). ``state`` is saved as
     ``state.pt`` and must be weights-only loadable. ``towers.json`` is written when the
-    model was made by :func:`mmret.create_towers`.
+    model was made by :func:`mmret.create_towers`, ``embedding.json`` when the task's
+    retrieval embedding (:meth:`mmret.tasks.Task.retrieval_embedding`) adds heads or a
+    fusion to the towers.
     """
     root = Path(checkpoint_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -138,6 +141,13 @@ def save_checkpoint(
         if getattr(model, "mmret_spec", None) is not None:
             write_tower_spec(model, tmp)
             files.append(TOWERS_FILE)
+        if task is not None and hasattr(task, "retrieval_embedding"):
+            owners = {MODEL_FILE: model, TASK_FILE: task}
+            if objective is not None:
+                owners[OBJECTIVE_FILE] = objective
+            embedding = task.retrieval_embedding(model, objective)
+            if write_embedding_spec(embedding, owners, tmp) is not None:
+                files.append(EMBEDDING_FILE)
         torch.save(state, tmp / STATE_FILE)
         for file in files:
             _fsync_file(tmp / file)

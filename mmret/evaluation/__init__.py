@@ -14,7 +14,7 @@ from mmret.evaluation.base import (
     list_protocols,
     register_protocol,
     run_protocol,
-    unwrap,
+    unwrap_model,
 )
 
 __all__ = [
@@ -26,5 +26,5 @@ __all__ = [
     "list_protocols",
     "register_protocol",
     "run_protocol",
-    "unwrap",
+    "unwrap_model",
 ]

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mmret import encoding
 from mmret.data.images import ImageStore
-from mmret.distributed import encode_sharded
+from mmret.distributed import unwrap_model
+from mmret.encoding import EncodeOptions
 from mmret.metrics.ranking import DEFAULT_CHUNK_SIZE
 from mmret.registry import Registry
 
@@ -99,7 +100,7 @@ def run_protocol(
     """Run protocol ``name`` with ``model`` in eval mode (its mode restored afterwards);
     returns ``(metrics, headline key)``."""
     entry = get_protocol(name)
-    model = unwrap(model)
+    model = unwrap_model(model)
     was_training = model.training
     model.eval()
     try:
@@ -111,43 +112,26 @@ def run_protocol(
     return metrics, entry.headline
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DDP / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
+def encode_options(options: EvalOptions, **overrides: Any) -> EncodeOptions:
+    """The encoder settings of ``options`` (batch size, device, autocast, sharding)."""
+    settings: dict[str, Any] = {"batch_size": options.batch_size, "device": options.device,
+                                "autocast": options.autocast,
+                                "distributed": options.distributed}
+    return EncodeOptions(**{**settings, **overrides})
 
 
-@torch.no_grad()
-def encode_images(model: nn.Module, images: ImageStore, options: EvalOptions) -> torch.Tensor:
-    """``FloatTensor[N, D]``: L2-normalised fp32 image embeddings, ``batch_size`` at a time
-    (sharded over ranks with ``options.distributed``)."""
-    model = unwrap(model)
-
-    def encode(start: int, stop: int) -> torch.Tensor:
-        batch = images.batch(slice(start, stop)).to(options.device)
-        with options.autocast or contextlib.nullcontext():
-            features = model.encode_image(batch)
-        return F.normalize(features.float(), dim=-1).cpu()
-
-    return encode_sharded(encode, len(images), options.batch_size, options.distributed)
+def encode_images(model: nn.Module, images: ImageStore, options: EvalOptions,
+                  role: str = "image") -> torch.Tensor:
+    """``FloatTensor[N, D]``: L2-normalised fp32 image embeddings through the one encoder
+    (:func:`mmret.encoding.encode_images`; sharded over ranks with ``options.distributed``)."""
+    return encoding.encode_images(model, images, encode_options(options), role=role)
 
 
-@torch.no_grad()
-def encode_texts(model: nn.Module, texts: Sequence[str], options: EvalOptions) -> torch.Tensor:
-    """``FloatTensor[M, D]``: L2-normalised fp32 text embeddings, ``batch_size`` at a time
-    (sharded over ranks with ``options.distributed``)."""
+def encode_texts(model: nn.Module, texts: Sequence[str], options: EvalOptions,
+                 role: str = "text") -> torch.Tensor:
+    """``FloatTensor[M, D]``: L2-normalised fp32 text embeddings through the one encoder
+    (:func:`mmret.encoding.encode_texts`; sharded over ranks with ``options.distributed``)."""
     if options.tokenizer is None:
         raise ValueError("EvalOptions.tokenizer is needed to encode texts")
-    model = unwrap(model)
-    tokenizer = options.tokenizer
-
-    def encode(start: int, stop: int) -> torch.Tensor:
-        tokens = tokenizer(list(texts[start:stop]))
-        with options.autocast or contextlib.nullcontext():
-            features = model.encode_text(tokens.to(options.device))
-        return F.normalize(features.float(), dim=-1).cpu()
-
-    return encode_sharded(encode, len(texts), options.batch_size, options.distributed)
+    return encoding.encode_texts(model, texts, options.tokenizer, encode_options(options),
+                                 role=role)

@@ -30,7 +30,6 @@ turns it off.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from pathlib import Path
@@ -42,58 +41,31 @@ from torch import nn
 from mmret.data.composed import ComposedSplit
 from mmret.data.composed_sources import ComposedEvalSet
 from mmret.data.images import ImageStore
-from mmret.evaluation.base import EvalOptions, register_protocol, unwrap
-from mmret.metrics.cir_eval import cirr_evaluation, fashioniq_evaluation, plot_cir_queries
+from mmret.encoding import encode_composed
+from mmret.evaluation.base import EvalOptions, encode_images, encode_options, register_protocol
+from mmret.evaluation.cir_queries import plot_cir_queries
+from mmret.metrics.cir_eval import cirr_evaluation, fashioniq_evaluation
 from mmret.metrics.cirr import write_cirr_submission
-
-
-@torch.no_grad()
-def encode_raw_images(model: nn.Module, images: ImageStore, options: EvalOptions
-                      ) -> torch.Tensor:
-    """``FloatTensor[N, d]`` RAW (un-normalised) image features, fp32 on the CPU."""
-    model = unwrap(model)
-    out = []
-    for start in range(0, len(images), options.batch_size):
-        batch = images.batch(slice(start, start + options.batch_size)).to(options.device)
-        with options.autocast or contextlib.nullcontext():
-            out.append(model.encode_image(batch).float().cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def encode_raw_texts(model: nn.Module, texts: list[str], options: EvalOptions) -> torch.Tensor:
-    """``FloatTensor[M, d]`` RAW text features, fp32 on the CPU."""
-    if options.tokenizer is None:
-        raise ValueError("EvalOptions.tokenizer is needed to encode the modification texts")
-    model = unwrap(model)
-    out = []
-    for start in range(0, len(texts), options.batch_size):
-        tokens = options.tokenizer(list(texts[start : start + options.batch_size]))
-        with options.autocast or contextlib.nullcontext():
-            out.append(model.encode_text(tokens.to(options.device)).float().cpu())
-    return torch.cat(out)
 
 
 def composed_queries(
     model: nn.Module, task: Any, split: ComposedSplit, gallery_features: torch.Tensor,
     options: EvalOptions,
 ) -> torch.Tensor:
-    """``FloatTensor[Q, d]`` queries ``fusion(G_raw[reference], T_raw)`` (CPU, fp32)."""
-    compose = getattr(task, "compose", None)
+    """``FloatTensor[Q, d]`` queries ``fusion(G_raw[reference], T_raw)`` (CPU, fp32): the
+    retrieval embedding's fusion (``model.compose``), else the run's task's."""
+    if options.tokenizer is None:
+        raise ValueError("EvalOptions.tokenizer is needed to encode the modification texts")
+    compose = getattr(model, "compose", None) if getattr(model, "fusion", None) is not None \
+        else getattr(task, "compose", None)
     if compose is None:
         raise ValueError(
             "protocol 'cir' needs the run's composed task (EvalOptions.task with a fusion "
             f"module, task=composed), got {type(task).__name__}"
         )
-    texts = encode_raw_texts(model, list(split.modifications), options)
     reference = gallery_features[split.reference_tensor()]
-    out = []
-    for start in range(0, len(texts), options.batch_size):
-        stop = start + options.batch_size
-        v = reference[start:stop].to(options.device)
-        t = texts[start:stop].to(options.device)
-        out.append(compose(v, t).float().cpu())
-    return torch.cat(out)
+    return encode_composed(model, reference, list(split.modifications), options.tokenizer,
+                           encode_options(options, distributed=False), compose=compose)
 
 
 def _slug(name: str) -> str:
@@ -117,7 +89,7 @@ def cir(model: nn.Module, data: ComposedEvalSet, options: EvalOptions) -> dict[s
     fashioniq: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for name, split in data.splits.items():
         images = data.galleries.get(name) or ImageStore(split.gallery_paths, None)
-        gallery = encode_raw_images(model, images, options)
+        gallery = encode_images(model, images, options, role="image_raw")
         queries = composed_queries(model, options.task, split, gallery, options)
         is_cirr = name == "cirr"
         if not split.has_targets:

@@ -16,6 +16,7 @@ contract encodes through ``encode_text`` (:func:`mmret.evaluation.encode_texts`)
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,14 +25,18 @@ from torch import nn
 
 from mmret.data.text_pairs import STSEvalSet
 from mmret.evaluation.base import EvalOptions, encode_texts, register_protocol
-from mmret.metrics.sts import sts_all, sts_spearman
+from mmret.metrics.sts import cosine_pairs, senteval_aggregate, sts_correlations
+
+EncodeFn = Callable[[list[str]], Any]
 
 
 def sentence_encode_fn(model: nn.Module, options: EvalOptions):
     """``list[str] -> (n, d)`` for ``model`` in eval mode."""
+    from mmret.embedding import towers_of
     from mmret.towers.text_encoders import SentenceEncoder
 
-    if isinstance(model, SentenceEncoder):
+    if isinstance(towers_of(model), SentenceEncoder):
+        model = towers_of(model)
         def encode(texts: list[str]) -> torch.Tensor:
             with options.autocast or contextlib.nullcontext():
                 return model.encode(texts, batch_size=options.batch_size).float().cpu()
@@ -39,6 +44,69 @@ def sentence_encode_fn(model: nn.Module, options: EvalOptions):
         def encode(texts: list[str]) -> torch.Tensor:
             return encode_texts(model, texts, options)
     return encode
+
+
+def unique_sentences(sentences: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The distinct sentences (first-appearance order) and, per input sentence, its row."""
+    index: dict[str, int] = {}
+    for s in sentences:
+        index.setdefault(s, len(index))
+    return list(index), [index[s] for s in sentences]
+
+
+def _pairs_of(pairs: Any) -> tuple[list[str], list[str]]:
+    if hasattr(pairs, "sentences1"):
+        return list(pairs.sentences1), list(pairs.sentences2)
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def pair_scores(encode_fn: EncodeFn, pairs: Any, batch_size: int = 64) -> np.ndarray:
+    """Cosine similarity of each pair's embeddings (n,): each distinct sentence is encoded
+    once, ``batch_size`` at a time, through :func:`mmret.encoding.encode_with`."""
+    from mmret.encoding import EncodeOptions, encode_with
+
+    left, right = _pairs_of(pairs)
+    unique, rows = unique_sentences(left + right)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        out = encode_fn(texts)
+        return torch.as_tensor(out if isinstance(out, torch.Tensor) else np.asarray(out))
+
+    emb = encode_with(encode, unique, EncodeOptions(batch_size=max(1, min(batch_size, 1 << 30)),
+                                                    normalize=False))
+    if emb.dim() != 2 or emb.shape[0] != len(unique):
+        raise ValueError(f"encode_fn returned {tuple(emb.shape)} for {len(unique)} sentences; "
+                         "expected (n, d)")
+    n = len(left)
+    return cosine_pairs(emb[rows[:n]], emb[rows[n:]])
+
+
+def sts_spearman(encode_fn: EncodeFn, pairs: Any, scores: Sequence[float] | None = None,
+                 batch_size: int = 64) -> dict[str, float]:
+    """``{"spearman", "pearson"}`` ×100 of pair cosines against gold ``scores``, plus ``n``.
+
+    ``pairs`` is a list of ``(sentence1, sentence2)`` or an
+    :class:`~mmret.data.sts.STSPairs` (whose scores are used when ``scores`` is None).
+    ``encode_fn(list[str]) -> (n, d)``.
+    """
+    if scores is None:
+        if not hasattr(pairs, "scores"):
+            raise ValueError("sts_spearman: scores is required when pairs is a plain list")
+        scores = pairs.scores
+    if len(scores) != len(pairs) or len(pairs) < 2:
+        raise ValueError(f"sts_spearman: {len(pairs)} pairs and {len(scores)} scores (need "
+                         "equal, >= 2)")
+    return sts_correlations(pair_scores(encode_fn, pairs, batch_size), scores)
+
+
+def sts_all(encode_fn: EncodeFn, subsets: Mapping[str, Any], batch_size: int = 64
+            ) -> dict[str, Any]:
+    """SentEval aggregation of one SemEval year (:func:`mmret.metrics.sts.senteval_aggregate`)
+    of the pairs' cosines."""
+    if not subsets:
+        raise ValueError("sts_all: no subsets")
+    return senteval_aggregate({name: (pair_scores(encode_fn, data, batch_size), data.scores)
+                               for name, data in subsets.items()})
 
 
 @register_protocol("sts", headline="spearman")

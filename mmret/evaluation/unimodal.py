@@ -2,7 +2,7 @@
 docs/methods.md §7), because CUSA's USA term targets them (docs/methods.md §5).
 
 Which features: a model may expose ``encode_image_unimodal`` / ``encode_text_unimodal``
-(CUSA's evaluation wrapper, :class:`mmret.tasks.heads.HeadedEncoder`, does: its uni-modal
+(CUSA's evaluation wrapper, :class:`mmret.embedding.RetrievalEmbedding`, does: its uni-modal
 heads when USA trained them, else the cross-modal heads); the protocol uses those when
 present and ``encode_image`` / ``encode_text`` otherwise. When a model has distinct
 uni-modal encoders, the same metrics with the cross-modal ones are reported too, prefixed
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mmret.data.unimodal import UnimodalEvalSet
+from mmret.embedding import RetrievalEmbedding
 from mmret.evaluation.base import EvalOptions, encode_images, encode_texts, register_protocol
 from mmret.metrics.unimodal import image_to_image_retrieval, text_to_text_retrieval
 
@@ -36,6 +37,9 @@ class _UnimodalView(nn.Module):
 
 
 def has_unimodal_encoders(model: nn.Module) -> bool:
+    """Whether ``model`` has uni-modal encoders distinct from its cross-modal ones."""
+    if isinstance(model, RetrievalEmbedding):
+        return model.has_unimodal_heads
     return callable(getattr(model, "encode_image_unimodal", None)) and callable(
         getattr(model, "encode_text_unimodal", None))
 

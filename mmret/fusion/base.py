@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmret.embedding import register_embedding_part
 from mmret.registry import Registry
 
 FUSIONS: Registry[type[Fusion]] = Registry("fusion")
@@ -74,3 +75,9 @@ def create_fusion(name: str, embed_dim: int, **kwargs: Any) -> Fusion:
 
 def list_fusions() -> list[str]:
     return FUSIONS.names()
+
+
+@register_embedding_part("fusion")
+def _fusion_part(name: str, embed_dim: int, **kwargs: Any) -> Fusion:
+    """A checkpoint's retrieval-embedding fusion (``embedding.json``: module ``fusion``)."""
+    return create_fusion(name, embed_dim, **kwargs)

@@ -71,32 +71,6 @@ def list_images(root: Path) -> list[str]:
     return paths
 
 
-class _ImageFolder(torch.utils.data.Dataset):
-    """Item i = (eval_transform(RGB image i), i), or (None, i) when unreadable."""
-
-    def __init__(self, root: Path, paths: list[str], transform: Any) -> None:
-        self.root, self.paths, self.transform = root, paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int]:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(self.root / self.paths[i]) as img:
-                return self.transform(img.convert("RGB")), i
-        except (OSError, UnidentifiedImageError, ValueError):
-            return None, i
-
-
-def _collate(items: list[tuple[torch.Tensor | None, int]]) -> tuple[torch.Tensor | None, list[int]]:
-    kept = [(x, i) for x, i in items if x is not None]
-    if not kept:
-        return None, []
-    return torch.stack([x for x, _ in kept]), [i for _, i in kept]
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,45 +79,34 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@torch.inference_mode()
 def encode_images(
     model: Any, transform: Any, root: Path, paths: list[str], batch_size: int,
     num_workers: int, device: torch.device,
 ) -> tuple[np.ndarray, list[str]]:
-    """L2-normalised image features float32[M, D] and the M readable paths (in order)."""
-    from tqdm.auto import tqdm
+    """L2-normalised image features float32[M, D] of the M readable paths (in order)
+    through the one encoder (:func:`mmret.encoding.encode_image_files`); unreadable images
+    are skipped and reported."""
+    from mmret.encoding import EncodeOptions, encode_image_files
 
-    loader = torch.utils.data.DataLoader(
-        _ImageFolder(root, paths, transform), batch_size=batch_size,
-        num_workers=num_workers, collate_fn=_collate,
-    )
-    feats: list[np.ndarray] = []
-    kept: list[str] = []
-    skipped: list[str] = []
-    seen = 0
-    for images, idx in tqdm(loader, desc="encoding images", unit="batch", file=sys.stderr):
-        batch_len = min(batch_size, len(paths) - seen)
-        missing = set(range(seen, seen + batch_len)) - set(idx)
-        skipped.extend(paths[i] for i in sorted(missing))
-        seen += batch_len
-        if images is None:
-            continue
-        out = model.encode_image(images.to(device), normalize=True)
-        feats.append(out.float().cpu().numpy())
-        kept.extend(paths[i] for i in idx)
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", file=sys.stderr)
-    if not feats:
+    options = EncodeOptions(batch_size=batch_size, device=device, num_workers=num_workers,
+                            progress=True, desc="encoding images")
+    result = encode_image_files(model, [root / p for p in paths], transform, options,
+                                on_error="skip")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} unreadable image(s), e.g. "
+              f"{paths[result.skipped[0]]}", file=sys.stderr)
+    if not result.kept:
         raise CliError(f"--images: none of the {len(paths)} images could be read")
-    return np.concatenate(feats), kept
+    return result.features.numpy(), [paths[i] for i in result.kept]
 
 
-@torch.inference_mode()
 def encode_texts(towers: Any, texts: list[str], device: torch.device) -> np.ndarray:
-    """L2-normalised text features float32[len(texts), D]."""
-    tokens = towers.tokenizer(texts)
-    out = towers.model.encode_text(tokens.to(device), normalize=True)
-    return out.float().cpu().numpy()
+    """L2-normalised text features float32[len(texts), D] (the one encoder)."""
+    from mmret.encoding import EncodeOptions
+    from mmret.encoding import encode_texts as encode
+
+    options = EncodeOptions(batch_size=256, device=device)
+    return encode(towers.model, texts, towers.tokenizer, options).numpy()
 
 
 def _prepare_model(spec: ModelSpec, device: torch.device) -> tuple[Any, str]:

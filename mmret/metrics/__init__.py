@@ -27,7 +27,7 @@ from mmret.metrics.ranking import (
     gold_ranks,
     image_text_ranks,
 )
-from mmret.metrics.sts import sts_all, sts_spearman
+from mmret.metrics.sts import senteval_aggregate, sts_correlations
 from mmret.metrics.unimodal import (
     image_to_image_retrieval,
     text_to_text_retrieval,
@@ -57,8 +57,8 @@ __all__ = [
     "median_rank",
     "rank_spread",
     "recall_at_k",
-    "sts_all",
-    "sts_spearman",
+    "senteval_aggregate",
+    "sts_correlations",
     "text_to_text_retrieval",
     "uniformity",
     "unimodal_retrieval",

@@ -13,10 +13,12 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor
 
-from mmret.data.composed import FASHIONIQ_CATEGORIES
 from mmret.metrics._checks import as_features, as_index
 from mmret.metrics.image_text import recall_at_k
 from mmret.metrics.ranking import DEFAULT_CHUNK_SIZE, gold_ranks
+
+#: FashionIQ's three categories
+FASHIONIQ_CATEGORIES: tuple[str, ...] = ("dress", "shirt", "toptee")
 
 __all__ = [
     "FASHIONIQ_CATEGORIES",

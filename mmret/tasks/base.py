@@ -13,7 +13,7 @@ A :class:`Task` owns everything between a dataset's samples and the objective:
   keyword inputs;
 - hooks the trainer calls: :meth:`on_fit_start`, :meth:`after_step`,
   :meth:`before_checkpoint`, each with a :class:`TaskContext`;
-- :meth:`eval_model`: what the evaluation protocols encode with (default: the model);
+- :meth:`retrieval_embedding`: what the run retrieves with (evaluation, checkpoint, index);
   protocols also receive the task itself (``EvalOptions.task``), e.g. for its fusion head.
 
 The trainer knows nothing of images or texts: it moves the batch to the device, calls the
@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from mmret.distributed import unwrap_model
+from mmret.embedding import RetrievalEmbedding
 from mmret.errors import ConfigError
 from mmret.registry import Registry
 
@@ -88,11 +90,15 @@ class Task(nn.Module):
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def eval_model(self, model: nn.Module, objective: nn.Module) -> nn.Module:
-        """The module evaluation protocols encode with. Default: ``model``. A task whose
-        objective owns embedding heads used at test time (e.g. CUSA's cross-modal heads)
-        returns a wrapper whose ``encode_image`` / ``encode_text`` apply them."""
-        return model
+    def retrieval_embedding(self, model: nn.Module, objective: nn.Module) -> RetrievalEmbedding:
+        """What the run retrieves with: the towers plus whatever the task puts between them
+        and the score (:class:`~mmret.embedding.RetrievalEmbedding`). Evaluation, the
+        checkpoint (``embedding.json``), ``mmret.load_checkpoint``, ``mmret-index`` and the
+        bank all use it. Default: the towers' own features. A task whose objective owns
+        heads used at test time (CUSA's cross-modal heads) or that fuses queries (composed
+        retrieval) adds them; a part must be a module of the model, the task or the
+        objective and carry a description (:func:`mmret.embedding.describe_part`)."""
+        return RetrievalEmbedding(unwrap_model(model))
 
     # hooks ----------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ import torch
 from torch import nn
 
 from mmret.data.composed import ComposedCollator
+from mmret.distributed import unwrap_model
+from mmret.embedding import RetrievalEmbedding, describe_part
 from mmret.errors import ConfigError
 from mmret.fusion import create_fusion
 from mmret.tasks.base import Task, TaskContext, objective_members, register_task
@@ -53,17 +55,6 @@ from mmret.tasks.base import Task, TaskContext, objective_members, register_task
 STAGE1_FIELDS = ("reference_image", "target_image", "modification", "reference_id",
                  "target_id")
 STAGE2_FIELDS = ("modification", "reference_id", "target_id")
-
-
-def _encoder(model: nn.Module) -> nn.Module:
-    """The bare towers behind DistributedDataParallel and ``torch.compile`` (for calls that
-    need no gradient synchronisation: building the bank, fingerprints)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
-    inner = getattr(model, "_orig_mod", None)
-    return inner if isinstance(inner, nn.Module) else model
 
 
 def raw_features(
@@ -77,7 +68,7 @@ def raw_features(
     from torch.nn.parallel import DistributedDataParallel
 
     if isinstance(model, DistributedDataParallel):
-        towers = _encoder(model)
+        towers = unwrap_model(model)
         if "normalize" not in inspect.signature(towers.forward).parameters:
             raise RuntimeError(
                 f"task 'composed' under DistributedDataParallel needs raw features from the "
@@ -86,7 +77,7 @@ def raw_features(
             )
         out = model(image=image, text=text, normalize=False)
         return out.get("image_features"), out.get("text_features"), out.get("logit_scale")
-    towers = _encoder(model)
+    towers = unwrap_model(model)
     text_features = towers.encode_text(text) if text is not None else None
     image_features = towers.encode_image(image) if image is not None else None
     scale = getattr(towers, "logit_scale", None)
@@ -173,6 +164,8 @@ class ComposedTask(Task):
         options = {k: v for k, v in self.fusion_spec.items() if k != "name"}
         try:
             self.fusion = create_fusion(str(self.fusion_spec["name"]), dim, **options)
+            describe_part(self.fusion, "fusion", name=str(self.fusion_spec["name"]),
+                          embed_dim=dim, **options)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"task.fusion: {exc}") from None
         tokenizer = towers.tokenizer
@@ -226,6 +219,10 @@ class ComposedTask(Task):
         out["target_features"] = target
         return out
 
+    def retrieval_embedding(self, model: nn.Module, objective: nn.Module) -> RetrievalEmbedding:
+        """The towers (gallery: raw image features) and the fusion (queries)."""
+        return RetrievalEmbedding(unwrap_model(model), fusion=self._fusion())
+
     @torch.no_grad()
     def compose(self, reference_features: torch.Tensor, text_features: torch.Tensor
                 ) -> torch.Tensor:
@@ -261,7 +258,7 @@ class ComposedTask(Task):
 
         options = self.bank_options or {}
         path = Path(os.path.expanduser(str(options["path"])))
-        model = _encoder(ctx.model)
+        model = unwrap_model(ctx.model)
         fingerprint = image_tower_fingerprint(model)
         if not path.is_file():
             if not options["build_if_missing"]:

@@ -17,7 +17,8 @@ from torch import nn
 
 from mmret.data.collate import ImageTextCollator
 from mmret.tasks.base import Task, register_task
-from mmret.tasks.heads import eval_model_with_heads
+from mmret.embedding import RetrievalEmbedding
+from mmret.tasks.heads import embedding_with_heads
 
 MODEL_INPUTS = ("image", "text")
 
@@ -55,10 +56,10 @@ class ImageTextTask(Task):
         provided |= fields - {"image", "caption", "image_id"}
         return provided
 
-    def eval_model(self, model: nn.Module, objective: nn.Module) -> nn.Module:
-        """``model``, or a wrapper applying the objective's eval heads (CUSA's cross heads;
-        :func:`mmret.tasks.heads.eval_model_with_heads`)."""
-        return eval_model_with_heads(model, objective)
+    def retrieval_embedding(self, model: nn.Module, objective: nn.Module) -> RetrievalEmbedding:
+        """The towers, with the objective's retrieval heads when it has active ones (CUSA's
+        cross heads; :func:`mmret.tasks.heads.embedding_with_heads`)."""
+        return embedding_with_heads(model, objective)
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         outputs = model(image=batch["image"], text=batch["text"])

@@ -9,21 +9,35 @@ import torch
 from mmret.checkpoint import load_weights, read_tower_spec, resolve_checkpoint_dir
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the towers of a checkpoint and load its trained weights.
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+                    raw: bool = False):
+    """Rebuild a checkpoint's retrieval embedding (or its bare towers) with trained weights.
 
     Args:
         path: a run directory, its ``checkpoints`` folder or a checkpoint folder.
         device: where the model goes.
+        raw: return the bare towers even when the run retrieves through heads or a fusion.
 
     Returns:
-        :class:`mmret.towers.Towers` with the model in eval mode on ``device``.
+        :class:`mmret.towers.Towers` with the model in eval mode on ``device``. The model is
+        what the run retrieves with (:mod:`mmret.embedding`): the towers themselves, or — for
+        a run whose task adds heads (CUSA's cross-modal heads) or a fusion (composed
+        retrieval) — a :class:`~mmret.embedding.RetrievalEmbedding` around them, rebuilt from
+        the checkpoint's ``embedding.json``; ``raw=True`` gives the towers alone.
     """
-    from mmret.towers import create_towers  # the package imports this module
+    from mmret.embedding import load_embedding
+    from mmret.towers import Towers, create_towers  # the package imports this module
 
     directory = resolve_checkpoint_dir(path)
     spec = read_tower_spec(directory)
     towers = create_towers(spec["name"], pretrained=None, **dict(spec.get("kwargs") or {}))
     load_weights(towers.model, directory)
     towers.model.to(device).eval()
-    return towers
+    if raw:
+        return towers
+    # the parts a checkpoint's embedding may name register with the objectives and fusions
+    import mmret.fusion  # noqa: F401
+    import mmret.objectives  # noqa: F401
+
+    return Towers(load_embedding(directory, towers.model), towers.train_transform,
+                  towers.eval_transform, towers.tokenizer)
