@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from mmret.engine.config import conf_dir, register_configs
+from mmret.engine.logging import RUN_LOG, report_errors
 
 register_configs()
 
@@ -153,12 +154,14 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
+@report_errors("mmret-eval")
 def main(cfg: DictConfig) -> float:
     """Evaluate; returns the first protocol's headline metric."""
     from hydra.core.hydra_config import HydraConfig
 
     out = run_evaluation(cfg, HydraConfig.get().runtime.output_dir)
     print(out["table"])
+    RUN_LOG.info("results:\n%s", out["table"])
     for name, path in out["paths"].items():
         print(f"{name}: {path}")
     metrics = next(iter(out["results"].values()))

@@ -18,11 +18,13 @@ import hydra
 from omegaconf import DictConfig
 
 from mmret.engine.config import conf_dir, register_configs
+from mmret.engine.logging import RUN_LOG, report_errors
 
 register_configs()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
+@report_errors("mmret-train")
 def main(cfg: DictConfig) -> float | None:
     """Train; returns the first evaluation protocol's headline metric (for sweepers)."""
     from hydra.core.hydra_config import HydraConfig
@@ -31,11 +33,12 @@ def main(cfg: DictConfig) -> float | None:
 
     run_dir = HydraConfig.get().runtime.output_dir
     out = run_training(cfg, run_dir)
-    for name, path in out["paths"].items():
-        print(f"{name}: {path}")
-    for (result, metrics), headline in zip(out["results"].items(), out["headlines"],
-                                           strict=True):
-        print(f"{result}: {headline} = {metrics[headline]:.2f}")
+    lines = [f"{name}: {path}" for name, path in out["paths"].items()]
+    lines += [f"{result}: {headline} = {metrics[headline]:.2f}" for (result, metrics), headline
+              in zip(out["results"].items(), out["headlines"], strict=True)]
+    for line in lines:
+        print(line)
+        RUN_LOG.info(line)
     if out["results"]:
         first = next(iter(out["results"].values()))
         return float(first[out["headlines"][0]])

@@ -3,17 +3,30 @@
 Each JSONL line is ``{"step": int, "kind": "train" | "eval" | ..., <metric>: float, ...}``.
 wandb is imported lazily and defaults to ``mode="disabled"``; ``offline`` writes under
 the run directory.
+
+Every record is also a readable line of the ``mmret.run`` Python logger (:data:`RUN_LOG`),
+which the Hydra configs (``mmret/conf/train.yaml``, ``evaluate.yaml``) send to the run
+folder's ``train.log`` / ``evaluate.log`` only (not the console, where the progress bar
+is). :func:`report_errors` turns mmret's own user-facing errors at an entry point into
+one line on stderr and exit status 1 (the traceback with ``HYDRA_FULL_ERROR=1``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mmret.engine.config import LoggerConfig
 
 METRICS_JSONL = "metrics.jsonl"
+#: the run's log lines (Hydra's job logging writes them to the run folder's ``<job>.log``)
+RUN_LOG = logging.getLogger("mmret.run")
 
 
 class MetricsLogger:
@@ -60,6 +73,8 @@ class MetricsLogger:
         record = {"step": step, "kind": kind, **{k: float(v) for k, v in metrics.items()}}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        RUN_LOG.info("step %d %s: %s", step, kind,
+                     " ".join(f"{k}={float(v):.6g}" for k, v in metrics.items()))
         if self._tb is not None:
             for key, value in metrics.items():
                 self._tb.add_scalar(f"{kind}/{key}", float(value), step)
@@ -88,3 +103,50 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str,
                 records[(record["step"], record["kind"])] = record
     out = sorted(records.values(), key=lambda r: r["step"])
     return [r for r in out if kind is None or r["kind"] == kind]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """mmret's errors whose message says what to fix (a config key, a file, a field):
+    at an entry point they need no traceback."""
+    from mmret.bank.bank import BankFileError, BankMismatchError
+    from mmret.checkpoint import CheckpointError
+    from mmret.data.errors import DatasetFormatError, ImageFileError
+    from mmret.errors import ConfigError
+    from mmret.registry import RegistryError
+    from mmret.teachers.cache import TeacherCacheError
+    from mmret.towers import TowerLoadError
+
+    return (ConfigError, RegistryError, DatasetFormatError, ImageFileError, CheckpointError,
+            TowerLoadError, TeacherCacheError, BankFileError, BankMismatchError)
+
+
+def report_errors(prog: str) -> Callable[[F], F]:
+    """Decorate a Hydra task function: one of :func:`user_errors` prints
+    ``{prog}: error: <message>`` and a hint on stderr and exits with status 1, instead of
+    Hydra's traceback; with ``HYDRA_FULL_ERROR=1`` it is re-raised (full traceback).
+    Any other exception keeps Hydra's handling."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except Exception as exc:
+                try:
+                    known = user_errors()
+                except ImportError:  # a part's extra is missing: keep the original error
+                    raise exc from None
+                if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(exc, known):
+                    raise
+                message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+                RUN_LOG.error("%s: %s", type(exc).__name__, message)
+                print(f"{prog}: error: {message}\n(set HYDRA_FULL_ERROR=1 for the traceback)",
+                      file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -42,9 +42,16 @@ def markdown_table(
         "|---|" + "---:|" * len(present),
     ]
     for name, metrics in rows.items():
-        cells = [f"{metrics[k]:.2f}" if k in metrics else "–" for k in present]
+        cells = [_number(metrics[k]) if k in metrics else "–" for k in present]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    """A table cell: a count (an int, e.g. ``*_num_queries``) as an integer, else 2 decimals."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return f"{value:.2f}"
 
 
 def _cell(value: Any) -> str:

@@ -60,13 +60,20 @@ def _metrics(model: nn.Module, data: UnimodalEvalSet, options: EvalOptions, pref
     groups = torch.as_tensor(data.split.text_to_image, dtype=torch.long)
     for key, value in text_to_text_retrieval(texts, groups,
                                              chunk_size=options.chunk_size).items():
-        out[prefix + key] = float(value)
+        out[prefix + key] = _scalar(value)
     if _has_image_queries(data.image_groups):
         images = encode_images(model, data.images, options)
         for key, value in image_to_image_retrieval(images, data.image_groups,
                                                    chunk_size=options.chunk_size).items():
-            out[prefix + key] = float(value)
+            out[prefix + key] = _scalar(value)
+    elif data.image_groups is not None:  # groups asked for, none with two images: say so
+        out[prefix + "image_to_image_num_queries"] = 0
     return out
+
+
+def _scalar(value: Any) -> float | int:
+    """Counts stay integers (``*_num_queries``), metrics become floats."""
+    return value if isinstance(value, int) else float(value)
 
 
 @register_protocol("unimodal", headline="text_to_text_mAP")

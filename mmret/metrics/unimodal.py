@@ -17,7 +17,9 @@ modality. For features ``X`` (N, d) and group ids ``g`` (N,):
 Text→text: positives are the other captions of the same image (``g = text_to_image``).
 Image→image needs a notion of "same content": on the synthetic shapes benchmark,
 :func:`mmret.data.unimodal.shapes_image_groups` uses the one-edit groups (a base scene and its five one-edit
-variants, CIRR's ``img_set``); singleton images are distractors only.
+variants, CIRR's ``img_set``); on captioned real data
+:func:`mmret.data.unimodal.shared_caption_groups` groups images with an identical caption;
+singleton images are distractors only.
 
 Queries are scored ``chunk_size`` rows at a time: a chunk's ``chunk_size × N`` scores and
 its stable sort are the only matrices held (never N × N).
@@ -137,7 +139,7 @@ def _summarize(queries: Tensor, ranks: GoldSets, ks: Sequence[int], prefix: str,
         f"{prefix}_R@{k}": 100.0 * float((best < k).double().mean()) for k in ks
     }
     out[f"{prefix}_mAP"] = 100.0 * float(ap.mean())
-    out[f"{prefix}_num_queries"] = float(queries.numel())
+    out[f"{prefix}_num_queries"] = int(queries.numel())  # a count: an integer
     if return_ranks:
         out[f"{prefix}_queries"] = queries
         out[f"{prefix}_best_ranks"] = best
@@ -155,7 +157,7 @@ def unimodal_retrieval(
     return_ranks: bool = False,
 ) -> dict[str, float | Tensor]:
     """``{prefix}_R@k`` (k in ``ks``), ``{prefix}_mAP`` (both in percent) and
-    ``{prefix}_num_queries``; with ``return_ranks`` also the query indices, their best
+    ``{prefix}_num_queries`` (an int); with ``return_ranks`` also the query indices, their best
     positive rank and their AP. Features are compared by dot product (pass L2-normalised
     features for cosine)."""
     if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
