@@ -42,6 +42,25 @@ def _train_source(run_dir: Path) -> dict[str, Any] | None:
     return {}
 
 
+def import_run_plugins(cfg: DictConfig) -> list[str]:
+    """Import the plugin modules of ``cfg.imports`` and, with ``checkpoint=<run>``, those
+    the run was trained with (its ``config.yaml``'s ``imports``), before anything is built."""
+    from omegaconf import OmegaConf
+
+    from mmret.checkpoint import CheckpointError, find_run_dir
+    from mmret.engine.builders import absolute_path
+    from mmret.engine.config import import_plugins
+
+    names = import_plugins(cfg.get("imports"))
+    if cfg.get("checkpoint"):
+        try:
+            file = find_run_dir(absolute_path(str(cfg.checkpoint))) / "config.yaml"
+        except CheckpointError:  # a bare checkpoint folder: towers.json names its plugin
+            return names
+        names += import_plugins(OmegaConf.load(file).get("imports"))
+    return names
+
+
 def load_towers(path: str, device: torch.device) -> Any:
     """The towers of a checkpoint: from its ``towers.json`` (:func:`mmret.load_checkpoint`),
     or, for checkpoints written before checkpoints described their towers, from the run's
@@ -113,8 +132,13 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     from mmret.engine.report import results_tables, write_run_outputs
     from mmret.engine.run import init_distributed
 
-    dcfg = data_config(cfg.data)
+    import_run_plugins(cfg)
+    checkpoint = cfg.get("checkpoint")
+    path = absolute_path(str(checkpoint)) if checkpoint and towers is None else None
+    data_node, data_origin = evaluation_data(cfg.data, path)
+    dcfg = data_config(data_node)
     ecfg = eval_config(cfg.eval)
+    print(f"mmret-eval: data {dcfg.name} ({data_origin}), split {ecfg.split}, root {dcfg.root}")
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     device = init_distributed(str(cfg.get("device", "auto")))

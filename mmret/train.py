@@ -29,8 +29,10 @@ def main(cfg: DictConfig) -> float | None:
     """Train; returns the first evaluation protocol's headline metric (for sweepers)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from mmret.engine.config import import_plugins
     from mmret.engine.run import run_training
 
+    import_plugins(cfg.get("imports"))  # plugins register their names before anything is built
     run_dir = HydraConfig.get().runtime.output_dir
     out = run_training(cfg, run_dir)
     lines = [f"{name}: {path}" for name, path in out["paths"].items()]

@@ -46,9 +46,44 @@ from mmret.data.composed import (
     load_fashioniq,
 )
 from mmret.data.images import ImageStore
+from mmret.data.sources import format_loader
+from mmret.registry import Registry
 
 ImageTransform = Callable[[Any], Any]
-FORMATS = ("cirr", "fashioniq")
+
+#: ``loader(folder: Path, split: str, image_root: Path | None, lang: str, **options) ->
+#: {name: ComposedSplit}`` by ``format`` name; ``options`` are the source's
+#: format-specific keys (FashionIQ: ``categories``, ``template``)
+COMPOSED_FORMATS: Registry[Callable[..., dict[str, ComposedSplit]]] = Registry(
+    "composed data format")
+
+
+def register_composed_format(name: str) -> Callable[[Callable[..., dict[str, ComposedSplit]]],
+                                                    Callable[..., dict[str, ComposedSplit]]]:
+    """Decorator: register ``loader(folder, split, image_root, lang, **options) ->
+    {name: ComposedSplit}`` as composed-retrieval ``format: name`` (``composed_train``,
+    ``mmret-shards``)."""
+    return COMPOSED_FORMATS.register(name)
+
+
+@register_composed_format("cirr")
+def _cirr_format(folder: Path, split: str, image_root: Path | None = None, lang: str = "en",
+                 **options: Any) -> dict[str, ComposedSplit]:
+    """CIRR's layout (``captions/cap.rc2.<split>.json``, ``image_splits/``): ``{"cirr": split}``."""
+    return {"cirr": load_cirr(folder, split, image_root=image_root, lang=lang)}
+
+
+@register_composed_format("fashioniq")
+def _fashioniq_format(folder: Path, split: str, image_root: Path | None = None, lang: str = "en",
+                      categories: Sequence[str] | None = None,
+                      template: str = DEFAULT_FASHIONIQ_TEMPLATE,
+                      **options: Any) -> dict[str, ComposedSplit]:
+    """FashionIQ's layout, one split per category: ``{"fashioniq/<category>": split}``."""
+    if isinstance(categories, str):
+        raise ValueError(f"categories: expected a list of category names, got {categories!r}")
+    chosen = list(categories or FASHIONIQ_CATEGORIES)
+    return {f"fashioniq/{c}": load_fashioniq(folder, c, split, image_root=image_root,
+                                             template=template, lang=lang) for c in chosen}
 
 
 def _under(root: str | os.PathLike, path: str | os.PathLike | None) -> Path:
@@ -68,24 +103,21 @@ def load_composed_split(
     template: str = DEFAULT_FASHIONIQ_TEMPLATE,
     lang: str = "en",
 ) -> dict[str, ComposedSplit]:
-    """``{name: split}`` of a CIRR-format (``{"cirr": ...}``) or FashionIQ-format
-    (``{"fashioniq/<category>": ...}``) dataset folder ``root/path``.
+    """``{name: split}`` of a CIRR-format (``{"cirr": ...}``), FashionIQ-format
+    (``{"fashioniq/<category>": ...}``) or plugin-format (:func:`register_composed_format`)
+    dataset folder ``root/path``.
 
     ``image_root`` (relative to ``root``): CIRR's image paths are relative to it (default
     ``root/path``); FashionIQ's images are ``image_root/<name>.<ext>`` (default
     ``root/path/images``).
     """
-    if format not in FORMATS:
-        raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
+    loader = format_loader(COMPOSED_FORMATS, format)
     folder = _under(root, path)
     images = None if image_root is None else _under(root, image_root)
-    if format == "cirr":
-        return {"cirr": load_cirr(folder, split, image_root=images, lang=lang)}
-    if isinstance(categories, str):
-        raise ValueError(f"categories: expected a list of category names, got {categories!r}")
-    chosen = list(categories or FASHIONIQ_CATEGORIES)
-    return {f"fashioniq/{c}": load_fashioniq(folder, c, split, image_root=images,
-                                             template=template, lang=lang) for c in chosen}
+    options: dict[str, Any] = {"template": template}
+    if categories is not None:
+        options["categories"] = categories
+    return loader(folder, split, image_root=images, lang=lang, **options)
 
 
 def generated_triplets(

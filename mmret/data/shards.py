@@ -330,14 +330,24 @@ def write_dataset_shards(
 ) -> ShardManifest:
     """Convert a dataset in one of mmret's formats into shards.
 
-    ``format``: ``karpathy`` / ``albef`` (``annotation`` JSON, ``split``), ``iglue`` /
-    ``multi30k`` / ``xtd`` (``languages``, ``source`` folder under ``root``, ``split``),
-    ``cirr`` / ``fashioniq`` (``root`` = the dataset folder, ``split``, ``category`` for
-    FashionIQ), ``text_pairs`` (``annotation`` = a JSONL file). Relative paths resolve
-    against ``root``; ``max_images`` keeps the first images (image formats).
+    ``format``: an image-caption format (``karpathy`` / ``albef``: ``annotation`` JSON,
+    ``split``), a multilingual one (``iglue`` / ``multi30k`` / ``xtd``: ``languages``,
+    ``source`` folder under ``root``, ``split``), a composed one (``cirr`` / ``fashioniq``:
+    ``root`` = the dataset folder, ``split``, ``category`` for FashionIQ), any format a
+    plugin registered in those registries (:data:`~mmret.data.sources.RETRIEVAL_FORMATS`,
+    :data:`~mmret.data.sources.MULTILINGUAL_FORMATS`,
+    :data:`~mmret.data.composed_sources.COMPOSED_FORMATS`), or ``text_pairs``
+    (``annotation`` = a JSONL file). Relative paths resolve against ``root``;
+    ``max_images`` keeps the first images (image formats).
     """
-    from mmret.data.composed import load_cirr, load_fashioniq
-    from mmret.data.sources import _retrieval_split, load_multilingual, under
+    from mmret.data.composed_sources import COMPOSED_FORMATS, load_composed_split
+    from mmret.data.sources import (
+        MULTILINGUAL_FORMATS,
+        RETRIEVAL_FORMATS,
+        _retrieval_split,
+        load_multilingual,
+        under,
+    )
 
     root = Path(root)
     described = {k: v for k, v in dict(format=format, root=str(root), annotation=annotation,
@@ -346,36 +356,46 @@ def write_dataset_shards(
                  if v not in (None, [])}
     common = dict(maxcount=maxcount, source=described, overwrite=overwrite,
                   name=name or split)
-    if format in ("karpathy", "albef"):
+    if format in RETRIEVAL_FORMATS:
         if annotation is None:
             raise ValueError(f"annotation: format {format!r} needs the annotation JSON")
         rsplit = _retrieval_split(root, annotation, split, image_root, format)
         rsplit = rsplit.subset(max_images)
         return write_shards(retrieval_records(rsplit), out_dir, kind="image_text", **common)
-    if format in ("iglue", "multi30k", "xtd"):
+    if format in MULTILINGUAL_FORMATS:
         msplit = load_multilingual(root, list(languages), split, format, source or format,
                                    image_root or ".")
         msplit = msplit.subset(max_images)
         return write_shards(multilingual_records(msplit), out_dir, kind="multilingual",
                             languages=msplit.languages, **common)
-    if format == "cirr":
-        csplit = load_cirr(root, split, image_root=under(root, image_root) if image_root else None)
-        return write_shards(composed_records(csplit), out_dir, kind="composed", **common)
-    if format == "fashioniq":
-        if category is None:
-            raise ValueError("category: format 'fashioniq' needs a category (dress, shirt, toptee)")
-        csplit = load_fashioniq(root, category, split,
-                                image_root=under(root, image_root) if image_root else None)
+    if format in COMPOSED_FORMATS:
+        splits = load_composed_split(root, format, split, image_root=image_root,
+                                     categories=None if category is None else [category])
+        if len(splits) != 1:
+            raise ValueError(f"category: format {format!r} holds several sets "
+                             f"({', '.join(splits)}); choose one with category (for "
+                             "fashioniq: dress, shirt, toptee)")
+        csplit = next(iter(splits.values()))
         return write_shards(composed_records(csplit), out_dir, kind="composed", **common)
     if format == "text_pairs":
         if annotation is None:
             raise ValueError("annotation: format 'text_pairs' needs the JSONL file")
         return write_shards(text_pair_records(under(root, annotation)), out_dir,
                             kind="text_pairs", **common)
-    raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
+    raise ValueError(f"format: expected one of {shard_formats()}, got {format!r}")
 
 
+#: the built-in formats ``mmret-shards`` converts (plugins may add more: :func:`shard_formats`)
 FORMATS = ("karpathy", "albef", "iglue", "multi30k", "xtd", "cirr", "fashioniq", "text_pairs")
+
+
+def shard_formats() -> list[str]:
+    """Every format :func:`write_dataset_shards` converts, plugins' included."""
+    from mmret.data.composed_sources import COMPOSED_FORMATS
+    from mmret.data.sources import MULTILINGUAL_FORMATS, RETRIEVAL_FORMATS
+
+    return sorted({*RETRIEVAL_FORMATS.names(), *MULTILINGUAL_FORMATS.names(),
+                   *COMPOSED_FORMATS.names(), "text_pairs"})
 
 
 def ensure_shards(root: str | os.PathLike, out: str, **conversion: Any) -> ShardManifest:

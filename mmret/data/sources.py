@@ -47,6 +47,7 @@ from mmret.data.multilingual import (
     load_xtd,
 )
 from mmret.data.retrieval import ImageTextTrainDataset, RetrievalSplit, load_albef, load_karpathy
+from mmret.registry import Registry
 
 ImageTransform = Callable[[Any], Any]
 
@@ -74,17 +75,64 @@ def training_images(
 # --------------------------------------------------------------------------- image-text
 
 
+# --------------------------------------------------------------------------- formats
+
+#: ``loader(annotation: Path, image_root: Path, split: str, on_error) -> RetrievalSplit``
+#: by ``format`` name (``karpathy_pairs``, ``karpathy_eval``, the unimodal sources and
+#: ``mmret-shards`` read image-caption data through it)
+RETRIEVAL_FORMATS: Registry[Callable[..., RetrievalSplit]] = Registry("image-text data format")
+
+#: ``loader(source: Path, languages: list[str], split: str | None, image_root: Path,
+#: on_error) -> MultilingualSplit`` by ``format`` name (``split`` is ``None`` for a format
+#: without splits, such as ``xtd``)
+MULTILINGUAL_FORMATS: Registry[Callable[..., MultilingualSplit]] = Registry(
+    "multilingual data format")
+
+
+def register_retrieval_format(name: str) -> Callable[[Callable[..., RetrievalSplit]],
+                                                     Callable[..., RetrievalSplit]]:
+    """Decorator: register ``loader(annotation, image_root, split, on_error) ->
+    RetrievalSplit`` as image-caption ``format: name`` (paths already resolved against
+    ``data.root``; ``on_error`` is an :class:`~mmret.data.faults.ErrorPolicy` or
+    ``"raise"``/``"skip"``)."""
+    return RETRIEVAL_FORMATS.register(name)
+
+
+def register_multilingual_format(name: str) -> Callable[[Callable[..., MultilingualSplit]],
+                                                        Callable[..., MultilingualSplit]]:
+    """Decorator: register ``loader(source, languages, split, image_root, on_error) ->
+    MultilingualSplit`` as multilingual ``format: name``."""
+    return MULTILINGUAL_FORMATS.register(name)
+
+
+def format_loader(registry: Registry[Any], fmt: str) -> Any:
+    """The loader registered as ``fmt``; an unknown format raises ``ValueError`` naming
+    the ``format`` key and the known formats."""
+    if not isinstance(fmt, str) or fmt not in registry:
+        raise ValueError(f"format: expected one of {registry.names()}, got {fmt!r}")
+    return registry.get(fmt)
+
+
+@register_retrieval_format("karpathy")
+def _karpathy_format(annotation: Path, image_root: Path, split: str,
+                     on_error: str | ErrorPolicy = "raise") -> RetrievalSplit:
+    """Karpathy's ``dataset_*.json`` (COCO, Flickr30K, shapes): split ``split``."""
+    return load_karpathy(annotation, image_root, split, on_error=on_error)
+
+
+@register_retrieval_format("albef")
+def _albef_format(annotation: Path, image_root: Path, split: str,
+                  on_error: str | ErrorPolicy = "raise") -> RetrievalSplit:
+    """An ALBEF-style JSON list (the file is the split: ``split`` is not used)."""
+    return load_albef(annotation, image_root, on_error=on_error)
+
+
 def _retrieval_split(
     root: Path, annotation: str, split: str, image_root: str | None, fmt: str,
     on_error: str | ErrorPolicy = "raise",
 ) -> RetrievalSplit:
-    path = under(root, annotation)
-    images = under(root, image_root)
-    if fmt == "karpathy":
-        return load_karpathy(path, images, split, on_error=on_error)
-    if fmt == "albef":
-        return load_albef(path, images, on_error=on_error)
-    raise ValueError(f"format: expected 'karpathy' or 'albef', got {fmt!r}")
+    loader = format_loader(RETRIEVAL_FORMATS, fmt)
+    return loader(under(root, annotation), under(root, image_root), split, on_error=on_error)
 
 
 def checked_split(split: Any, check_images: str, policy: ErrorPolicy) -> Any:
@@ -164,7 +212,26 @@ def karpathy_eval(
 
 # --------------------------------------------------------------------------- multilingual
 
-MULTILINGUAL_LOADERS = {"iglue": load_iglue, "multi30k": load_multi30k, "xtd": load_xtd}
+@register_multilingual_format("iglue")
+def _iglue_format(source: Path, languages: list[str], split: str | None, image_root: Path,
+                  on_error: str | ErrorPolicy = "raise") -> MultilingualSplit:
+    """IGLUE's layout: ``{source}/{lang}/{split}.jsonl``."""
+    return load_iglue(source, languages, split=split, image_root=image_root, on_error=on_error)
+
+
+@register_multilingual_format("multi30k")
+def _multi30k_format(source: Path, languages: list[str], split: str | None, image_root: Path,
+                     on_error: str | ErrorPolicy = "raise") -> MultilingualSplit:
+    """Multi30K's layout: ``{source}/{split}.{lang}`` + ``{split}_images.txt``."""
+    return load_multi30k(source, languages, split=split, image_root=image_root,
+                         on_error=on_error)
+
+
+@register_multilingual_format("xtd")
+def _xtd_format(source: Path, languages: list[str], split: str | None, image_root: Path,
+                on_error: str | ErrorPolicy = "raise") -> MultilingualSplit:
+    """XTD10's per-language files (one test set: ``split`` is not used)."""
+    return load_xtd(source, languages, image_root=image_root, on_error=on_error)
 
 
 def load_multilingual(
@@ -174,17 +241,13 @@ def load_multilingual(
     """A parallel multilingual split in ``format`` (``iglue``: ``{source}/{lang}/{split}.jsonl``;
     ``multi30k``: ``{source}/{split}.{lang}`` + ``{split}_images.txt``; ``xtd``: XTD10's
     per-language files, no split), paths relative to ``root``."""
-    loader = MULTILINGUAL_LOADERS.get(format)
-    if loader is None:
-        raise ValueError(f"format: expected one of {sorted(MULTILINGUAL_LOADERS)}, got {format!r}")
+    loader = format_loader(MULTILINGUAL_FORMATS, format)
     if not languages:
         raise ValueError("languages: expected at least one language")
     if len(set(languages)) != len(languages):
         raise ValueError(f"languages: duplicate languages in {list(languages)}")
-    kwargs: dict[str, Any] = {"image_root": under(root, image_root), "on_error": on_error}
-    if format != "xtd":
-        kwargs["split"] = split
-    return loader(under(root, source), list(languages), **kwargs)
+    return loader(under(root, source), list(languages), split, under(root, image_root),
+                  on_error=on_error)
 
 
 MULTILINGUAL_MODES = ("one_to_k", "random_language")

@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mmret.errors import ConfigError
 
@@ -320,6 +320,20 @@ def logger_config(node: DictConfig | dict | LoggerConfig) -> LoggerConfig:
             f"logger.wandb.mode: expected disabled, offline or online, got {cfg.wandb.mode!r}"
         )
     return cfg
+
+
+def import_plugins(node: Any) -> list[str]:
+    """Import the modules of a config's ``imports`` key (``imports=[my_pkg.plugin]``,
+    :mod:`mmret.plugins`) before anything is built; returns their names. A bad value or a
+    module that cannot be imported is a :class:`ConfigError` naming ``imports``."""
+    from mmret.plugins import PluginError, import_modules
+
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=True)
+    try:
+        return import_modules(node, key="imports")
+    except PluginError as exc:
+        raise ConfigError(str(exc)) from exc.__cause__
 
 
 def freeze_list(node: Any) -> list[str]:

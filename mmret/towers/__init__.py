@@ -1,4 +1,5 @@
-"""Tower factory: mmret's own tiny models, open_clip models, and timm + Hugging Face pairs.
+"""Tower factory: mmret's own tiny models, open_clip models, timm + Hugging Face pairs and
+plugins' towers (:func:`register_tower`).
 
 ``create_towers(name, pretrained=None, **kwargs) -> Towers(model, train_transform,
 eval_transform, tokenizer)``. Every model follows open_clip's API (see
@@ -8,22 +9,28 @@ each other's models.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, NamedTuple
 
 from torch import nn
 
+from mmret.registry import Registry
 from mmret.towers.dual_encoder import DualEncoder, set_trainable
 from mmret.towers.tokenizers import HashTokenizer, HFTokenizer
 
 __all__ = [
+    "TOWERS",
     "DualEncoder",
     "TowerLoadError",
     "Towers",
     "create_towers",
     "list_tower_configs",
+    "list_towers",
+    "register_tower",
     "set_trainable",
 ]
 
@@ -172,38 +179,148 @@ def create_towers(
     """Build a dual encoder with its image transforms and tokenizer.
 
     Args:
-        name: ``"mmret-tiny"`` (or another of :func:`list_tower_configs`), ``"timm-hf"``
-            (with ``vision_model=``, ``text_model=``, ``embed_dim=`` …),
-            ``"sentence-encoder"`` (text-only, ``kind=`` + the keywords of
-            :func:`mmret.towers.text_encoders.create_text_encoder`), or any open_clip
-            model name (``"ViT-B-32"``, ``"xlm-roberta-base-ViT-B-32"``, ``"hf-hub:…"``).
+        name: a registered tower (:func:`list_towers`): ``"mmret-tiny"`` (or another of
+            :func:`list_tower_configs`), ``"timm-hf"`` (with ``vision_model=``,
+            ``text_model=``, ``embed_dim=`` …), ``"sentence-encoder"`` (text-only,
+            ``kind=`` + the keywords of
+            :func:`mmret.towers.text_encoders.create_text_encoder`), a plugin's tower
+            (:func:`register_tower`); otherwise any open_clip model name (``"ViT-B-32"``,
+            ``"xlm-roberta-base-ViT-B-32"``, ``"hf-hub:…"``, ``"local-dir:…"``).
         pretrained: open_clip pretrained tag or weights file; for mmret configs a
             safetensors file or checkpoint folder.
         cache_dir: where hub downloads are cached (open_clip models).
         kwargs: architecture overrides for mmret configs (e.g. ``vision={"depth": 2}``),
-            tower options for ``timm-hf``, or open_clip ``create_model_and_transforms``
-            keywords.
+            tower options for ``timm-hf`` or a plugin tower, or open_clip
+            ``create_model_and_transforms`` keywords.
 
     Raises:
-        TowerLoadError: unknown name, or weights that cannot be downloaded/loaded; the
-            message names the model, the tag and the cache path.
+        TowerLoadError: unknown name (the message lists the registered towers), or
+            weights that cannot be downloaded/loaded; the message names the model, the
+            tag and the cache path.
     """
-    if name in list_tower_configs():
-        return _create_mmret_towers(name, pretrained, kwargs)
-    if name == "timm-hf":
-        return _create_timm_hf_towers(**kwargs)
-    if name == "sentence-encoder":  # text-only towers (mmret.towers.text_encoders)
-        from mmret.towers.text_encoders import create_sentence_towers
-
-        return create_sentence_towers(pretrained=pretrained, **kwargs)
+    if name in TOWERS:
+        return _create_registered(name, pretrained, cache_dir, kwargs)
     import open_clip
 
     if not name.startswith(("hf-hub:", "local-dir:")) and name not in open_clip.list_models():
-        raise TowerLoadError(
-            f"unknown tower {name!r}: not an mmret config ({', '.join(list_tower_configs())}), "
-            "not 'timm-hf', and not an open_clip model (see open_clip.list_models())"
-        )
+        raise TowerLoadError(TOWERS.unknown_message(
+            name, ", or an open_clip model name (see open_clip.list_models(), hf-hub:…, "
+            "local-dir:…)"))
     return _create_open_clip_towers(name, pretrained, cache_dir, kwargs)
+
+
+# --------------------------------------------------------------------------- registry
+
+#: ``factory(**kwargs) -> Towers`` by name; a factory that declares ``pretrained`` /
+#: ``cache_dir`` (or ``**kwargs``) receives them too
+TowerFactory = Callable[..., Any]
+TOWERS: Registry[TowerFactory] = Registry("tower")
+_FACTORY_MODULES: dict[str, str] = {}
+
+
+def register_tower(name: str) -> Callable[[TowerFactory], TowerFactory]:
+    """Decorator: register ``factory(**kwargs) -> Towers`` as tower ``name`` (a plugin's
+    own towers; see :mod:`mmret.plugins`)::
+
+        @register_tower("my-tower")
+        def my_tower(embed_dim: int = 32, pretrained: str | None = None) -> Towers:
+            return Towers(DualEncoder(MyVision(embed_dim), MyText(embed_dim)), tf, tf, tok)
+
+    ``create_towers("my-tower", embed_dim=16)`` calls it with the keywords; ``pretrained``
+    and ``cache_dir`` are passed when given (an error if the factory declares neither them
+    nor ``**kwargs``). The factory may return a 4-tuple instead of :class:`Towers`. Unless
+    the model already carries ``mmret_spec``, it gets ``{"name": name, "kwargs": kwargs}``
+    (so checkpoints rebuild it), and the factory's module is recorded in ``towers.json``
+    (``imports``) for :func:`mmret.load_checkpoint` to import again.
+    """
+
+    def decorator(factory: TowerFactory) -> TowerFactory:
+        if not callable(factory):
+            raise TypeError(f"@register_tower({name!r}) expects a callable returning Towers")
+        TOWERS.register(name)(factory)
+        _FACTORY_MODULES[name] = getattr(factory, "__module__", "") or ""
+        return factory
+
+    return decorator
+
+
+def list_towers() -> list[str]:
+    """Names of the registered towers (mmret's configs, ``timm-hf``,
+    ``sentence-encoder``, plugins'); any open_clip model name is accepted besides."""
+    return TOWERS.names()
+
+
+def _accepts(factory: TowerFactory, keyword: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return True
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _create_registered(
+    name: str, pretrained: str | None, cache_dir: str | None, kwargs: dict[str, Any]
+) -> Towers:
+    factory = TOWERS.get(name)
+    call = dict(kwargs)
+    for key, value in (("pretrained", pretrained), ("cache_dir", cache_dir)):
+        if value is not None:
+            if not _accepts(factory, key):
+                raise TowerLoadError(
+                    f"tower {name!r} ({getattr(factory, '__qualname__', factory)!r}) takes "
+                    f"no {key} argument, got {key}={value!r}"
+                )
+            call[key] = value
+    out = factory(**call)
+    if isinstance(out, tuple) and not isinstance(out, Towers) and len(out) == 4:
+        out = Towers(*out)
+    if not isinstance(out, Towers):
+        raise TowerLoadError(
+            f"tower {name!r}: the factory returned {type(out).__name__}, expected "
+            "mmret.towers.Towers(model, train_transform, eval_transform, tokenizer)"
+        )
+    module = _FACTORY_MODULES.get(name, "")
+    if getattr(out.model, "mmret_spec", None) is None:
+        try:
+            out.model.mmret_spec = {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
+        except (TypeError, ValueError):
+            pass  # not JSON: a checkpoint of this model says so when it is written
+    spec = getattr(out.model, "mmret_spec", None)
+    if (isinstance(spec, dict) and spec.get("name") == name and module
+            and module != "__main__" and module.split(".")[0] != "mmret"):
+        spec.setdefault("imports", [module])  # towers.json: what rebuilding it imports
+    return out
+
+
+def _mmret_config_factory(config: str) -> TowerFactory:
+    def factory(pretrained: str | None = None, cache_dir: str | None = None,
+                **overrides: Any) -> Towers:
+        return _create_mmret_towers(config, pretrained, overrides)
+
+    factory.__doc__ = f"mmret's own {config!r} architecture (mmret/towers/configs/{config}.json)."
+    return factory
+
+
+def _timm_hf_factory(pretrained: str | None = None, cache_dir: str | None = None,
+                     **kwargs: Any) -> Towers:
+    """timm vision tower + Hugging Face text tower (``pretrained`` and ``cache_dir`` are
+    not used: ``vision_pretrained`` / ``text_pretrained`` choose the weights)."""
+    return _create_timm_hf_towers(**kwargs)
+
+
+def _sentence_factory(pretrained: str | None = None, cache_dir: str | None = None,
+                      **kwargs: Any) -> Towers:
+    """Text-only towers (:mod:`mmret.towers.text_encoders`)."""
+    from mmret.towers.text_encoders import create_sentence_towers
+
+    return create_sentence_towers(pretrained=pretrained, **kwargs)
+
+
+for _config in list_tower_configs():
+    register_tower(_config)(_mmret_config_factory(_config))
+register_tower("timm-hf")(_timm_hf_factory)
+register_tower("sentence-encoder")(_sentence_factory)
+del _config
 
 
 from mmret.towers.loading import load_checkpoint  # noqa: E402  (uses create_towers lazily)

@@ -24,12 +24,18 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         a run whose task adds heads (CUSA's cross-modal heads) or a fusion (composed
         retrieval) — a :class:`~mmret.embedding.RetrievalEmbedding` around them, rebuilt from
         the checkpoint's ``embedding.json``; ``raw=True`` gives the towers alone.
+
+    A plugin tower's module, named in ``towers.json`` (``imports``), is imported first
+    (:mod:`mmret.plugins`); it must be importable (on ``PYTHONPATH`` or installed).
     """
     from mmret.embedding import load_embedding
+    from mmret.plugins import import_modules
     from mmret.towers import Towers, create_towers  # the package imports this module
 
     directory = resolve_checkpoint_dir(path)
     spec = read_tower_spec(directory)
+    # a plugin tower's module (towers.json "imports"), imported before the tower is built
+    import_modules(spec.get("imports"), key=f"{directory / 'towers.json'}: imports")
     towers = create_towers(spec["name"], pretrained=None, **dict(spec.get("kwargs") or {}))
     load_weights(towers.model, directory)
     towers.model.to(device).eval()
