@@ -93,7 +93,7 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
     from mmret.engine.data import ensure_dataset
-    from mmret.engine.evaluation import build_eval_sets, eval_options, evaluate_model
+    from mmret.engine.evaluation import RunEvaluation
     from mmret.engine.report import results_tables
     from mmret.engine.run import run_training
 
@@ -116,13 +116,11 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     seed_everything(int(cfg.seed))
     untrained = build_towers(cfg.model)
     device = torch.device("cpu")
-    sets = build_eval_sets(dcfg, root, untrained, ecfg.split, ["image_text"])
-    baseline, _ = evaluate_model(
-        untrained.model, sets, eval_options(ecfg, untrained.tokenizer, device),
-        name="mmret-tiny untrained", data_name=dcfg.name, split=ecfg.split, ecfg=ecfg,
-    )
+    evaluation = RunEvaluation(dcfg, ecfg, root, untrained, name="mmret-tiny untrained",
+                               device=device, protocols=["image_text"])
+    baseline, _ = evaluation(untrained.model)
     before = next(iter(baseline.values()))
-    split = sets["image_text"].split
+    split = evaluation.sets["image_text"].split
     print(
         f"[demo] untrained mmret-tiny on {split.num_images} test images / "
         f"{split.num_texts} captions: "

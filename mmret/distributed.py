@@ -19,8 +19,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import os
+
 import torch
 import torch.distributed as dist
+
+from mmret.errors import ConfigError
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the process group described by torchrun's environment (``WORLD_SIZE`` > 1):
+    NCCL on GPU, gloo on CPU. Returns this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available")
+    if world > 1 and not is_distributed():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if not use_cuda:
+        return torch.device("cpu")
+    if device.startswith("cuda:"):
+        return torch.device(device)
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def is_distributed() -> bool:

@@ -60,9 +60,10 @@ def register_embedding_part(name: str) -> Callable[[Callable[..., nn.Module]],
     return EMBEDDING_PARTS.register(name)
 
 
-def describe_part(module: nn.Module, name: str, **kwargs: Any) -> nn.Module:
-    """Attach how to rebuild ``module`` (``EMBEDDING_PARTS[name](**kwargs)``); returns it."""
-    module.mmret_part_spec = {"module": name, "kwargs": dict(kwargs)}
+def describe_part(module: nn.Module, builder: str, /, **kwargs: Any) -> nn.Module:
+    """Attach how to rebuild ``module`` (``EMBEDDING_PARTS[builder](**kwargs)``); returns
+    it."""
+    module.mmret_part_spec = {"module": builder, "kwargs": dict(kwargs)}
     return module
 
 

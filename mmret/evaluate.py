@@ -2,7 +2,9 @@
 
 Examples::
 
-    mmret-eval checkpoint=outputs/shapes_clip/<run>            # data: shapes, split: test
+    mmret-eval checkpoint=outputs/shapes_clip/<run>            # the run's own data, split test
+    mmret-eval checkpoint=<run> data.root=/elsewhere          # the run's data, moved
+    mmret-eval checkpoint=<run> data=karpathy data.root=...   # another data set, explicitly
     mmret-eval model=open_clip model.name=ViT-B-32 model.pretrained=openai \\
         data=karpathy data.root=/datasets/flickr30k \\
         data.eval.image_text.annotation=dataset_flickr30k.json
@@ -15,15 +17,18 @@ returns the first protocol's headline metric.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hydra
 import torch
-from omegaconf import DictConfig
 
-from mmret.engine.config import conf_dir, register_configs
+from mmret.engine.config import conf_dir, register_configs  # without [train]: a named error
 from mmret.engine.logging import RUN_LOG, report_errors
+from mmret.extras import require
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+hydra = require("hydra", "train")
 register_configs()
 
 
@@ -69,7 +74,7 @@ def load_towers(path: str, device: torch.device) -> Any:
     from mmret.towers import load_checkpoint
 
     try:
-        return load_checkpoint(path, device)
+        return load_checkpoint(path, device, raw=True)  # the run's task adds its heads
     except CheckpointError as exc:
         if "towers.json" not in str(exc):
             raise
@@ -123,14 +128,9 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
     from mmret.engine.data import ensure_dataset
-    from mmret.engine.evaluation import (
-        build_eval_sets,
-        eval_options,
-        evaluate_model,
-        protocols_to_run,
-    )
+    from mmret.engine.evaluation import RunEvaluation
     from mmret.engine.report import results_tables, write_run_outputs
-    from mmret.engine.run import init_distributed
+    from mmret.distributed import init_distributed
 
     import_run_plugins(cfg)
     checkpoint = cfg.get("checkpoint")
@@ -143,13 +143,11 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
         torch.set_num_threads(int(cfg.num_threads))
     device = init_distributed(str(cfg.get("device", "auto")))
     seed_everything(0)
-    checkpoint = cfg.get("checkpoint")
     train_source = None  # the checkpoint's training data, for the cross-lingual setting
     task = objective = None
     if towers is not None:
         name = cfg.get("name") or "model"
-    elif checkpoint:
-        path = absolute_path(str(checkpoint))
+    elif path is not None:
         towers = load_towers(path, device)
         task, objective = load_run_task(path, towers, device)
         try:
@@ -164,17 +162,52 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     towers.model.to(device).eval()
     root = Path(absolute_path(dcfg.root))
     ensure_dataset(dcfg, root)
-    sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
-    model = task.eval_model(towers.model, objective) if task is not None else towers.model
-    results, headlines = evaluate_model(
-        model, sets, eval_options(ecfg, towers.tokenizer, device, task=task, out_dir=out_dir),
-        name=str(name),
-        data_name=dcfg.name, split=ecfg.split, ecfg=ecfg, train_source=train_source,
-    )
+    evaluation = RunEvaluation(dcfg, ecfg, root, towers, name=str(name), device=device,
+                               task=task, out_dir=out_dir, train_source=train_source)
+    model = task.retrieval_embedding(towers.model, objective) if task is not None else towers.model
+    results, headlines = evaluation(model)
     paths = write_run_outputs(out_dir, results, f"Evaluation on {dcfg.name} {ecfg.split}",
                               bool(cfg.get("plots", True)))
     return {"results": results, "headlines": headlines, "paths": paths,
-            "table": results_tables(results)}
+            "table": results_tables(results), "data_origin": data_origin}
+
+
+def evaluation_data(node: Any, checkpoint: str | None) -> tuple[Any, str]:
+    """The data config to evaluate on, and where it comes from.
+
+    ``data=from_run`` (mmret-eval's default) takes the checkpoint's own data from its run's
+    ``config.yaml``; keys given beside it (``data.root=...``) override the run's. Any other
+    ``data=<name>`` is an explicit choice. Without a checkpoint run to read, ``from_run``
+    is an error that says to name the data set.
+    """
+    from omegaconf import OmegaConf
+
+    from mmret.checkpoint import CheckpointError, find_run_dir
+    from mmret.engine.config import ConfigError
+
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else \
+        dict(node or {})
+    if not plain.get("from_run"):
+        return node, "data=" + str(plain.get("name", "?")) + ", given on the command line"
+    if checkpoint is None:
+        raise ConfigError("data: no checkpoint=<run> to take the evaluation data from; name "
+                          "the data set (data=karpathy data.root=..., data=shapes, ...)")
+    try:
+        run_dir = find_run_dir(checkpoint)
+    except CheckpointError:
+        raise ConfigError(f"data: {checkpoint} is a bare checkpoint folder without its run's "
+                          "config.yaml; name the data set to evaluate on (data=<name>)"
+                          ) from None
+    run_data = OmegaConf.load(run_dir / "config.yaml").get("data")
+    if run_data is None:
+        raise ConfigError(f"data: {run_dir / 'config.yaml'} has no data section; name the data "
+                          "set to evaluate on (data=<name>)")
+    overrides = {k: v for k, v in plain.items() if k != "from_run" and v is not None}
+    merged = OmegaConf.merge(run_data, overrides)
+    origin = f"the run's data, {run_dir / 'config.yaml'}"
+    if overrides:
+        origin += f", with {', '.join(sorted(overrides))} overridden"
+    return merged, origin
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")

@@ -350,7 +350,11 @@ def test_two_process_torchrun_matches_one_process_in_both_stages(shapes, tmp_pat
         a_rows, b_rows = read_metrics(tmp_path / ddp, "train"), read_metrics(tmp_path / one, "train")
         assert [r["step"] for r in a_rows] == [r["step"] for r in b_rows] == [1, 2]
         for a, b in zip(a_rows, b_rows, strict=True):
-            assert a[term] == pytest.approx(b[term], rel=1e-5, abs=1e-6), (ddp, a, b)
+            # step 1: the same weights, so the loss agrees to float32 rounding; step 2 comes
+            # after one AdamW step on gradients all-reduced in another summation order
+            # (agreeing to ~1e-5 relative, as the grad norms), so it may differ at 1e-5
+            rel = 1e-5 if a["step"] == 1 else 1e-4
+            assert a[term] == pytest.approx(b[term], rel=rel, abs=1e-6), (ddp, a, b)
             assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (ddp, a, b)
     # the fusion and the text tower trained identically; the image tower stayed frozen
     ddp_model = mmret.load_checkpoint(tmp_path / "ddp2").model

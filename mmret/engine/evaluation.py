@@ -17,6 +17,7 @@ from torch import nn
 
 from mmret.engine.config import ConfigError, DataConfig, EvalConfig, Precision
 from mmret.engine.data import build_source
+from mmret.engine.precision import autocast_context
 from mmret.evaluation import EvalOptions, get_protocol, list_protocols, run_protocol
 from mmret.metrics import DEFAULT_CHUNK_SIZE
 
@@ -62,8 +63,6 @@ def eval_options(
 ) -> EvalOptions:
     """The protocols' options; ``out_dir`` (``extra["out_dir"]``) is where a protocol may
     save pictures (the run folder)."""
-    from mmret.engine.trainer import autocast_context
-
     return EvalOptions(
         tokenizer=tokenizer,
         batch_size=ecfg.batch_size,
@@ -122,3 +121,43 @@ def evaluate_model(
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class RunEvaluation:
+    """The one evaluation path of a run, of ``mmret-eval`` and of the demo: the evaluation
+    sets of ``data.eval`` for the split (built once), the protocols' options, and a call
+    ``evaluation(model) -> (results, headline keys)`` that runs every protocol on a model
+    (a task's retrieval embedding, or towers).
+
+    Args:
+        dcfg, ecfg: the data and evaluation configs; ``root``: the data folder.
+        towers: the towers whose transforms and tokenizer the sets and protocols use.
+        name: the result rows' name; device / precision: where and how the model runs.
+        task: the run's task (protocols may need its modules); out_dir: where protocols
+            may save pictures; train_source: the training source (cross-lingual setting).
+        during_training: the periodic evaluation (``eval.during_training_split`` and
+            ``eval.during_training_protocols``) instead of the final one.
+        protocols: override which protocols run; distributed: shard encoding over ranks.
+    """
+
+    def __init__(
+        self, dcfg: DataConfig, ecfg: EvalConfig, root: Path, towers: Any, *, name: str,
+        device: torch.device, precision: Precision | None = None, task: Any = None,
+        out_dir: str | Path | None = None, train_source: dict[str, Any] | None = None,
+        during_training: bool = False, protocols: list[str] | None = None,
+        distributed: bool = False,
+    ) -> None:
+        self.dcfg, self.ecfg, self.name = dcfg, ecfg, name
+        self.split = ecfg.during_training_split if during_training else ecfg.split
+        chosen = protocols if protocols is not None else protocols_to_run(
+            dcfg, ecfg, during_training=during_training)
+        self.sets = build_eval_sets(dcfg, root, towers, self.split, chosen)
+        self.options = eval_options(ecfg, towers.tokenizer, device, precision, task,
+                                    out_dir=out_dir)
+        self.options.distributed = distributed
+        self.train_source = train_source
+
+    def __call__(self, model: nn.Module) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        return evaluate_model(model, self.sets, self.options, name=self.name,
+                              data_name=self.dcfg.name, split=self.split, ecfg=self.ecfg,
+                              train_source=self.train_source)

@@ -117,8 +117,9 @@ def write_results(
 
 
 def _pyplot():
-    import matplotlib
+    from mmret.extras import require
 
+    matplotlib = require("matplotlib", "plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -240,40 +241,50 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-#: protocols whose results share the retrieval table (TABLE_KEYS + MRV_KEYS)
-RETRIEVAL_PROTOCOLS = (None, "image_text", "cross_lingual")
-
-
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _table_of(metrics: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The report table of a result and its columns, as its protocol declares them
+    (:func:`mmret.evaluation.register_protocol`); results of an unknown protocol get a
+    table of their own."""
+    from mmret.evaluation import PROTOCOLS
+
+    protocol = str(metrics.get("protocol"))
+    entry = PROTOCOLS.get(protocol) if protocol in PROTOCOLS.names() else None
+    if entry is None:
+        return protocol, ()
+    return entry.table or protocol, entry.columns
+
+
 def results_tables(results: Mapping[str, Mapping[str, Any]], headings: bool = False) -> str:
-    """Markdown of ``results``: one table of the image–text retrieval results, one
-    per-language table per cross-lingual result, and one table per other protocol (its
-    scalar metrics, headline first). ``headings``: ``##`` headings (``results.md``)
-    instead of plain labels (the console)."""
+    """Markdown of ``results``: one table per report table the protocols declare
+    (``image_text`` and ``cross_lingual`` share the retrieval table), one per-language
+    table per result with ``per_language``; a table's columns are its protocol's
+    declared columns, or the headline first and then every scalar metric. ``headings``:
+    ``##`` headings (``results.md``) instead of plain labels (the console)."""
     def label(text: str) -> str:
         return f"## {text}\n" if headings else f"{text}:"
 
-    retrieval = {name: _scalars(m) for name, m in results.items()
-                 if m.get("protocol") in RETRIEVAL_PROTOCOLS
-                 and not isinstance(m.get("per_language"), Mapping)}
-    parts = [markdown_table(retrieval, TABLE_KEYS + MRV_KEYS)] if retrieval else []
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    columns: dict[str, list[str]] = {}
     for name, metrics in results.items():
-        if isinstance(metrics.get("per_language"), Mapping):
-            parts.append(f"{label(name + ': per language')}\n{cross_lingual_table(metrics)}")
-    others: dict[str, dict[str, dict[str, float]]] = {}
-    for name, metrics in results.items():
-        if metrics.get("protocol") not in RETRIEVAL_PROTOCOLS:
-            others.setdefault(str(metrics["protocol"]), {})[name] = _scalars(metrics)
-    for protocol, rows in others.items():
-        headline = next((results[n].get("headline") for n in rows), None)
-        keys = [headline] if headline else []
-        for row in rows.values():
+        table, declared = _table_of(metrics)
+        row = _scalars(metrics)
+        tables.setdefault(table, {})[name] = row
+        keys = columns.setdefault(table, list(declared))
+        if not declared:
+            headline = metrics.get("headline")
+            if headline and headline not in keys:
+                keys.append(str(headline))
             keys += [k for k in row if k not in keys]
-        parts.append(f"{label(protocol)}\n{markdown_table(rows, keys)}")
+    parts = [f"{label(table)}\n{markdown_table(rows, columns[table])}"
+             for table, rows in tables.items()]
+    parts += [f"{label(name + ': per language')}\n{cross_lingual_table(metrics)}"
+              for name, metrics in results.items()
+              if isinstance(metrics.get("per_language"), Mapping)]
     return "\n\n".join(parts)
 
 
@@ -288,10 +299,13 @@ def write_run_outputs(
     ``metrics.json``). Returns the written paths by file name."""
     import numpy as np
 
+    from mmret.engine.health import COLLAPSE_KIND, training_health_note
     from mmret.engine.logging import read_metrics
 
     run_dir = Path(run_dir)
-    json_path, md_path = write_results(run_dir, results, title=title)
+    # "## Training health": a representation collapse the trainer detected (health.py)
+    health = training_health_note(read_metrics(run_dir, COLLAPSE_KIND))
+    json_path, md_path = write_results(run_dir, results, title=title, notes=health)
     paths = {"metrics.json": json_path, "results.md": md_path}
     for result_name, metrics in results.items():
         spreads = metrics.get("rank_spread")

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from mmret.distributed import get_rank, is_distributed
+from mmret.distributed import get_rank, init_distributed, is_distributed
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.builders import (
     absolute_path,
@@ -41,35 +41,15 @@ from mmret.engine.config import (
 )
 from mmret.engine.data import build_source, ensure_dataset, prepare_data
 from mmret.engine.evaluation import (
-    build_eval_sets,
-    eval_options,
-    evaluate_model,
-    protocols_to_run,
+    RunEvaluation,
     scalar_metrics,
 )
+from mmret.engine.health import TrainingCollapsed
 from mmret.engine.logging import MetricsLogger
 from mmret.engine.report import write_run_outputs
 from mmret.engine.runlock import acquire_run_lock
 from mmret.engine.trainer import Trainer
 from mmret.tasks import check_compatible
-
-
-def init_distributed(device: str = "auto") -> torch.device:
-    """Join the process group described by torchrun's environment (``WORLD_SIZE`` > 1):
-    NCCL on GPU, gloo on CPU. Returns this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={device!r} but CUDA is not available")
-    if world > 1 and not is_distributed():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    if not use_cuda:
-        return torch.device("cpu")
-    if device.startswith("cuda:"):
-        return torch.device(device)
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
 
 
 def _barrier() -> None:
@@ -278,16 +258,12 @@ def _run_training(
     evaluator = None
     experiment = name or str(cfg.get("experiment_name", "run"))
     if is_main and tcfg.eval_every and ecfg.during_training_split and dcfg.eval:
-        during_protocols = protocols_to_run(dcfg, ecfg, during_training=True)
-        during = build_eval_sets(dcfg, root, towers, ecfg.during_training_split,
-                                 during_protocols)
-        options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision, task)
+        during = RunEvaluation(dcfg, ecfg, root, towers, name=experiment, device=device,
+                               precision=tcfg.precision, task=task,
+                               train_source=dict(dcfg.train), during_training=True)
 
         def evaluator(model: torch.nn.Module) -> dict[str, float]:
-            results, _ = evaluate_model(
-                task.eval_model(model, objective), during, options, name=experiment, data_name=dcfg.name,
-                split=ecfg.during_training_split, ecfg=ecfg, train_source=dict(dcfg.train),
-            )
+            results, _ = during(task.retrieval_embedding(model, objective))
             return scalar_metrics(next(iter(results.values())))
 
     resume_from = resolve_resume(cfg.get("resume", False), run_dir)
@@ -305,17 +281,19 @@ def _run_training(
     if skipped:
         logger.log({"skipped_records": len(skipped)}, trainer.step, kind="data")
     try:
-        trainer.fit(resume_from)
+        try:
+            trainer.fit(resume_from)
+        except TrainingCollapsed:  # trainer.on_collapse=stop: write what the run has
+            if is_main:
+                write_run_outputs(run_dir, dict(baseline or {}),
+                                  f"{experiment}: stopped at step {trainer.step}", lcfg.plots)
+            raise
         sharded_eval = ecfg.distributed and is_distributed()
         if dcfg.eval and (is_main or sharded_eval):
-            sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
-            options = eval_options(ecfg, towers.tokenizer, device, tcfg.precision, task,
-                                   out_dir=run_dir)
-            options.distributed = sharded_eval
-            results, headlines = evaluate_model(
-                task.eval_model(towers.model, objective), sets, options, name=experiment, data_name=dcfg.name,
-                split=ecfg.split, ecfg=ecfg, train_source=dict(dcfg.train),
-            )
+            final = RunEvaluation(dcfg, ecfg, root, towers, name=experiment, device=device,
+                                  precision=tcfg.precision, task=task, out_dir=run_dir,
+                                  train_source=dict(dcfg.train), distributed=sharded_eval)
+            results, headlines = final(task.retrieval_embedding(towers.model, objective))
         if is_main and dcfg.eval:
             for metrics in results.values():
                 logger.log(scalar_metrics(metrics), trainer.step,

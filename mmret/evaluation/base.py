@@ -67,20 +67,32 @@ class ProtocolEntry:
     #: the result name's parenthesis: fields {protocol}, {data}, {split} and any string the
     #: protocol returns in its metrics (e.g. {setting})
     label: str = "{protocol}, {data} {split}"
+    #: whether a larger headline is better (model selection, comparisons)
+    higher_is_better: bool = True
+    #: the report table the results go to: protocols naming the same table share it
+    #: (``None``: a table of the protocol's own)
+    table: str | None = None
+    #: that table's columns (empty: the headline, then every scalar metric)
+    columns: tuple[str, ...] = ()
 
 
 PROTOCOLS: Registry[ProtocolEntry] = Registry("evaluation protocol")
 
 
 def register_protocol(
-    name: str, headline: str, label: str = "{protocol}, {data} {split}"
+    name: str, headline: str, label: str = "{protocol}, {data} {split}", *,
+    higher_is_better: bool = True, table: str | None = None, columns: Sequence[str] = (),
 ) -> Callable[[Protocol], Protocol]:
     """Decorator: register ``fn(model, data, options) -> metrics`` as protocol ``name``
-    whose headline metric is ``headline`` (a key of the returned dict)."""
+    whose headline metric is ``headline`` (a key of the returned dict), better when higher
+    (``higher_is_better``), reported in ``table`` (shared by protocols that name the same
+    table; default: its own) with ``columns`` (default: headline first, then every
+    scalar)."""
 
     def decorator(fn: Protocol) -> Protocol:
         PROTOCOLS.register(name)(
-            ProtocolEntry(name, fn, headline, (fn.__doc__ or "").strip(), label))
+            ProtocolEntry(name, fn, headline, (fn.__doc__ or "").strip(), label,
+                          higher_is_better, table, tuple(columns)))
         return fn
 
     return decorator

@@ -10,11 +10,13 @@ from torch import nn
 
 from mmret.data.sources import MultilingualEvalSet
 from mmret.evaluation.base import EvalOptions, encode_images, encode_texts, register_protocol
+from mmret.evaluation.image_text import RETRIEVAL_COLUMNS
 from mmret.metrics import cross_lingual_retrieval, rank_spread
 
 
 @register_protocol("cross_lingual", headline="text_to_image_R@1",
-                   label="cross-lingual, {setting}")
+                   label="cross-lingual, {setting}", table="retrieval",
+                   columns=RETRIEVAL_COLUMNS)
 def cross_lingual(
     model: nn.Module, data: MultilingualEvalSet, options: EvalOptions
 ) -> dict[str, Any]:
