@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install $(TORCH_PINS)
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[all,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -14,12 +14,16 @@ The run directory (``hydra.run.dir``) receives ``config.yaml``, ``metrics.jsonl`
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
-from mmret.engine.config import conf_dir, register_configs
+from mmret.engine.config import conf_dir, register_configs  # without [train]: a named error
 from mmret.engine.logging import RUN_LOG, report_errors
+from mmret.extras import require
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+hydra = require("hydra", "train")
 register_configs()
 
 

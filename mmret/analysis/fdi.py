@@ -108,8 +108,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     scored = [r for r in rows if r["score"] is not None]
     if not scored:
         return None
-    import matplotlib
+    from mmret.extras import require
 
+    matplotlib = require("matplotlib", "plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

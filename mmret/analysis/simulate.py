@@ -166,8 +166,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _figure():
-    import matplotlib
+    from mmret.extras import require
 
+    matplotlib = require("matplotlib", "plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -193,7 +193,9 @@ def write_shards(
     Keys are the record's position, ``%09d``. ``out_dir`` must not exist unless
     ``overwrite``; it appears complete or not at all.
     """
-    from webdataset import TarWriter
+    from mmret.extras import require
+
+    TarWriter = require("webdataset", "shards", "writing WebDataset shards").TarWriter
 
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")

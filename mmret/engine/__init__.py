@@ -3,6 +3,7 @@
 >>> from mmret.engine import Trainer, run_training          # doctest: +SKIP
 """
 
+from mmret.engine import _requires  # noqa: F401  (first: without [train], an error naming it)
 from mmret.engine.checkpoint import CheckpointError, load_weights, save_checkpoint
 from mmret.engine.config import (
     ConfigError,

@@ -50,12 +50,16 @@ class MetricsLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.run_dir / METRICS_JSONL, "a" if resume else "w")
         if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from mmret.extras import require
 
+            SummaryWriter = require(
+                "torch.utils.tensorboard", "tensorboard", "logger.tensorboard=true"
+            ).SummaryWriter
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
         if cfg.wandb.mode != "disabled":
-            import wandb
+            from mmret.extras import require
 
+            wandb = require("wandb", "wandb", f"logger.wandb.mode={cfg.wandb.mode}")
             self._wandb = wandb.init(
                 project=cfg.wandb.project,
                 entity=cfg.wandb.entity,

@@ -61,7 +61,11 @@ class TextTeacher(Teacher):
         max_seq_length: int | None = None,
         name: str | None = None,
     ) -> None:
-        from sentence_transformers import SentenceTransformer
+        from mmret.extras import require
+
+        SentenceTransformer = require(
+            "sentence_transformers", "text", "sentence-transformers text teachers"
+        ).SentenceTransformer
 
         if isinstance(model, SentenceTransformer):
             st, label = model.to(device), type(model).__name__

@@ -164,13 +164,11 @@ class STSentenceEncoder(SentenceEncoder):
 
     def __init__(self, name_or_path: str, head: str | None = None, max_length: int | None = None,
                  device: str | None = "cpu", **st_kwargs: Any) -> None:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:  # pragma: no cover - optional dependency
-            raise ImportError(
-                "kind='sentence-transformers' needs the sentence-transformers package "
-                "(pip install sentence-transformers)"
-            ) from exc
+        from mmret.extras import require
+
+        SentenceTransformer = require(
+            "sentence_transformers", "text", "kind='sentence-transformers' text towers"
+        ).SentenceTransformer
         model = SentenceTransformer(str(name_or_path), device=device, **st_kwargs)
         if max_length is not None:
             model.max_seq_length = int(max_length)
