@@ -94,7 +94,7 @@ def _taus(objective: CusaObjective) -> dict[str, float]:
              "ui": "usa_image_temperature", "ut": "usa_text_temperature",
              "t": "teacher_temperature"}
     temps = objective.temperatures()
-    return {key: temps[name].temperature for key, name in names.items() if name in temps}
+    return {key: temps[name] for key, name in names.items() if name in temps}
 
 
 def _batch(n: int = 5, d: int = 6, d_img: int = 7, d_txt: int = 4, seed: int = 0):
@@ -186,9 +186,9 @@ def test_reference_defaults():
     temps = objective.temperatures()
     assert set(temps) == set(expected)
     for name, (init, low, high, learnable) in expected.items():
-        t = temps[name]
-        assert t.temperature == pytest.approx(init)
-        assert (t.low, t.high, t.learnable) == (low, high, learnable)
+        t = getattr(objective, name)
+        assert temps[name] == t.temperature == pytest.approx(init)
+        assert (t.min_temperature, t.max_temperature, t.learnable) == (low, high, learnable)
     linear = objective.cross_image_head.proj.weight
     assert linear.shape == (8, 8) and 0.005 < float(linear.detach().std()) < 0.05  # N(0, 0.02²) init
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from mmret.objectives.temperature import temperatures_of
 from mmret.registry import Registry
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
@@ -83,7 +84,35 @@ class Objective(nn.Module):
             )
 
     def post_step(self) -> None:
-        """Hook run after every optimiser step. Default: nothing."""
+        """Hook run after every optimiser step. Default: clamp every temperature the
+        objective owns (:class:`~mmret.objectives.temperature.LearnableTemperature`) into
+        its range."""
+        for temperature in temperatures_of(self).values():
+            temperature.clamp()
+
+    def temperatures(self, model: nn.Module | None = None) -> dict[str, float]:
+        """``{name: τ}`` of every temperature this objective trains with (for logs).
+
+        Owned temperatures are named by their module path (``"temperature"``,
+        ``"csa_temperature"``, ``"members.clip.temperature"``). When the objective reads
+        the model's ``logit_scale`` input (it is in :attr:`requires`) and ``model`` has a
+        scalar ``logit_scale`` tensor (stored as ``log(1/τ)``, open_clip's convention),
+        it is reported as ``"model"``: ``τ = exp(-logit_scale)``.
+        """
+        out = {name: t.temperature for name, t in temperatures_of(self).items()}
+        scale = getattr(model, "logit_scale", None) if model is not None else None
+        if "logit_scale" in self.requires and isinstance(scale, torch.Tensor) and (
+            scale.numel() == 1
+        ):
+            out["model"] = float(torch.exp(-scale.detach().float()).reshape(()))
+        return out
+
+    def chance_loss(self, **inputs: Any) -> float | None:
+        """The summed (weighted) loss this objective takes when every embedding is the
+        same vector (all scores equal), for these inputs, e.g. ``weight · ln B`` for
+        InfoNCE over ``B`` candidates; ``None`` (the default): not declared. The trainer's
+        collapse check (:mod:`mmret.engine.health`) compares the loss with it."""
+        return None
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}"
@@ -127,6 +156,11 @@ class CombinedObjective(Objective):
     def post_step(self) -> None:
         for member in self.members.values():
             member.post_step()
+
+    def chance_loss(self, **inputs: Any) -> float | None:
+        """The members' chance losses summed; ``None`` unless every member declares one."""
+        values = [member.chance_loss(**inputs) for member in self.members.values()]
+        return None if any(v is None for v in values) else float(sum(values))
 
 
 def create_objective(spec: str | Mapping[str, Any], **kwargs: Any) -> Objective:

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from mmret.distributed import gather_features, get_rank, get_world_size
 from mmret.objectives.base import Objective, register_objective
-from mmret.objectives.contrastive import LearnableTemperature, same_id_targets, soft_cross_entropy
+from mmret.objectives.targets import same_id_targets, soft_cross_entropy
+from mmret.objectives.temperature import LearnableTemperature
 
 DEFAULT_CIR_TEMPERATURE = 0.02
 
@@ -120,10 +121,6 @@ class CirInBatchObjective(Objective):
             labels = torch.arange(n, device=q.device) + offset
             loss = F.cross_entropy(logits, labels)
         return {"cir_inbatch_loss": loss}
-
-    def post_step(self) -> None:
-        if self.temperature is not None:
-            self.temperature.clamp()
 
 
 def bank_target_matrix(bank: Any) -> Tensor:
@@ -259,10 +256,6 @@ class CirBankObjective(Objective):
             logits = scale * torch.einsum("bd,bkd->bk", q, bank[candidates])
             loss = F.cross_entropy(logits, torch.zeros_like(y))
         return {"cir_bank_loss": loss}
-
-    def post_step(self) -> None:
-        if self.temperature is not None:
-            self.temperature.clamp()
 
     def extra_repr(self) -> str:
         size = "unset" if self.bank is None else f"{tuple(self.bank.shape)}"

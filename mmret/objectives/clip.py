@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -9,26 +10,35 @@ import torch.nn.functional as F
 
 from mmret.distributed import gather_features, get_rank, get_world_size
 from mmret.objectives.base import Objective, register_objective
-from mmret.objectives.contrastive import (
-    LearnableTemperature,
-    expand_to_pairs,
-    same_id_targets,
-    soft_cross_entropy,
-)
+from mmret.objectives.targets import expand_to_pairs, same_id_targets, soft_cross_entropy
+from mmret.objectives.temperature import LearnableTemperature
 
 
 @register_objective("clip")
 class ClipObjective(Objective):
-    multi_caption = True
+    """CLIP's symmetric InfoNCE, with multi-positive targets and distributed gathering.
 
-    """Symmetric InfoNCE: ``L = ½ [CE(S, y) + CE(Sᵀ, y)]``, ``S = logit_scale · V Tᵀ``.
+    Formula:
+        ``S = logit_scale · V Tᵀ`` (N × N), ``L = ½ [CE(S, P) + CE(Sᵀ, Pᵀ)]`` with
+        ``P = I`` or, given ``image_ids``, ``P_ab = [id_a = id_b] / Σ_b [id_a = id_b]``
+        (captions of one image in a batch are each other's positives; docs/methods.md §1).
+        K captions per image (``text_features`` with K·N rows, image-major) are paired
+        with their image's repeated row, and the K captions are its positives.
 
-    Inputs: ``image_features`` (N, d) and ``text_features`` (N, d), L2-normalised;
-    ``logit_scale`` (scalar, already ``exp``-ed, as open_clip models return it) unless the
-    objective owns its temperature; optional ``image_ids`` (N,) for multi-positive
-    targets ``P = [id_a == id_b]`` row-normalised (captions of the same image in one
-    batch). Returns ``{"contrastive_loss"}``. Identical to ``open_clip.loss.ClipLoss``
-    when ids are unique.
+    Inputs:
+        ``image_features`` (N, d) and ``text_features`` (N·K, d), L2-normalised;
+        ``logit_scale`` (0-d, already ``exp``-ed, the model's) unless the objective owns
+        its temperature; optional ``image_ids`` (N,), ``text_mask`` (N·K,) bool.
+
+    Returns:
+        ``{"contrastive_loss": L}`` (times ``weight``). Identical to
+        ``open_clip.loss.ClipLoss`` when ids are unique.
+
+    Defaults:
+        ``weight=1``, the model's temperature (``temperature=None``); with
+        ``temperature=τ`` the objective owns a learnable ``τ`` clamped to
+        ``τ >= 1/max_logit_scale`` (100); ``use_image_ids=True``; ``local_loss=False``,
+        ``gather_with_grad=True``.
 
     Args:
         local_loss: under torchrun, compute only the local rows against the gathered
@@ -39,7 +49,22 @@ class ClipObjective(Objective):
             here, learnable when ``learn_temperature``) instead of using the model's
             ``logit_scale``.
         use_image_ids: use ``image_ids`` for multi-positive targets when provided.
+
+    Paper:
+        Radford et al., "Learning Transferable Visual Models From Natural Language
+        Supervision" (ICML 2021).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from mmret.objectives import create_objective
+        >>> clip = create_objective("clip", temperature=0.07)
+        >>> images = F.normalize(torch.randn(4, 8), dim=-1)
+        >>> out = clip(image_features=images, text_features=images)
+        >>> sorted(out), bool(out["contrastive_loss"] < torch.log(torch.tensor(4.0)))
+        (['contrastive_loss'], True)
     """
+
+    multi_caption = True
 
     def __init__(
         self,
@@ -121,6 +146,14 @@ class ClipObjective(Objective):
             ) / 2
         return {"contrastive_loss": loss}
 
-    def post_step(self) -> None:
-        if self.temperature is not None:
-            self.temperature.clamp()
+    def chance_loss(
+        self, text_features: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None, **_: Any,
+    ) -> float | None:
+        """``weight · ln P``: with all scores equal, both cross-entropies (hard or
+        multi-positive targets) are ``ln`` of the candidates, the ``P`` image-text pairs of
+        the (gathered) batch."""
+        if text_features is None:
+            return None
+        pairs = int(text_mask.sum()) if text_mask is not None else text_features.shape[0]
+        return self.weight * math.log(max(pairs * get_world_size(), 1))

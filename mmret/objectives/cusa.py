@@ -42,12 +42,26 @@ text teacher's probabilities over image i's captions. Without ``image_ids`` the 
 of one image are each other's positives in the contrastive term (ids = image index).
 USA's image side always uses the given image rows (N of them, not repeated).
 
-Temperatures follow the reference: each is stored as τ itself (``parametrization="tau"``,
-an ``nn.Parameter`` equal to τ, logits divided by it) or, optionally, as ``log(1/τ)``
-(``"log_scale"``); each has an initial value, a learnable flag and a clamp range, and all
-are clamped *before every forward* (as the reference does) and again in :meth:`post_step`.
+Temperatures follow the reference: each is stored as τ itself
+(``temperatures.parametrization="tau"``, an ``nn.Parameter`` equal to τ, logits divided by
+it) or, optionally, as ``log(1/τ)`` (``"log_scale"``); each is a
+:class:`~mmret.objectives.temperature.LearnableTemperature` with an initial value, a
+learnable flag and a clamp range, and all are clamped *before every forward* (as the
+reference does) and again in :meth:`~mmret.objectives.base.Objective.post_step`.
 Reference CLIP values: τ_c 0.05 in [0.01, 0.10]; τ_csa 0.45 in [0.10, 0.99] shared by both
 directions; τ_ui, τ_ut 0.45 in [0.10, 1.00]; τ_t 1.0 frozen (one teacher τ for CSA and USA).
+
+Options come in groups (:class:`CusaHeads`, :class:`CusaContrastive`, :class:`CusaCSA`,
+:class:`CusaUSA`, :class:`CusaTemperatures`); in YAML::
+
+    cusa:
+      embed_dim: 128
+      csa: {weight: 0.1, mode: each}
+      usa: {weight: 0.5}
+      temperatures: {csa: {init: 0.45, range: [0.10, 0.99]}}
+
+The flat options of earlier versions (``alpha``, ``use_usa``, ``csa_temperature``, ...)
+still work; :data:`FLAT_KEYS` maps each to its grouped key.
 
 Heads are owned by the objective (they train with it and are saved with its weights):
 ``LayerNorm(d) → Linear(d, d)``, weights initialised N(0, 0.02²) as in the reference.
@@ -68,8 +82,9 @@ global loss and DDP-averaged gradients equal the single-process ones (:mod:`mmre
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -77,98 +92,213 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmret.distributed import gather_features, get_world_size
+from mmret.embedding import NormalizedHead, describe_part, register_embedding_part
 from mmret.objectives.base import Objective, register_objective
-from mmret.objectives.contrastive import same_id_targets
+from mmret.objectives.targets import same_id_targets
+from mmret.objectives.temperature import (
+    PARAMETRIZATIONS,
+    LearnableTemperature,
+    check_temperature_range,
+    temperatures_of,
+)
 
 CSA_MODES = ("each", "add", "dot")
 CONTRASTIVE_MODES = ("mean", "sum")
-PARAMETRIZATIONS = ("tau", "log_scale")
 
-Range = Sequence[float] | None
+Range = Sequence[float | None] | None
 
 
-class Temperature(nn.Module):
-    """A temperature τ with a clamp range ``[low, high]`` (either end may be None).
+@dataclass(frozen=True)
+class TemperatureSpec:
+    """One CUSA temperature: initial ``τ``, clamp ``range`` ``[low, high]`` (None =
+    unclamped, either end may be None) and whether it is ``learnable``."""
 
-    ``parametrization="tau"`` stores τ itself (the CUSA reference); ``"log_scale"`` stores
-    ``log(1/τ)`` (as :class:`~mmret.objectives.contrastive.LearnableTemperature`). Frozen
-    temperatures are buffers. :meth:`value` returns τ as a differentiable 0-d tensor.
-    """
+    init: float
+    range: Range = None
+    learnable: bool = True
 
-    def __init__(
-        self,
-        init: float,
-        temperature_range: Range = None,
-        learnable: bool = True,
-        parametrization: str = "tau",
-        name: str = "temperature",
-    ) -> None:
-        super().__init__()
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(
-                f"cusa: temperature_parametrization must be one of {PARAMETRIZATIONS}, "
-                f"got {parametrization!r}"
-            )
-        if not init > 0:
-            raise ValueError(f"cusa: {name} must be positive, got {init}")
-        low, high = _check_range(temperature_range, name)
-        self.label = name
-        self.low, self.high = low, high
-        self.parametrization = parametrization
-        raw = init if parametrization == "tau" else math.log(1.0 / init)
-        value = torch.tensor(float(raw), dtype=torch.float32)
-        if learnable:
-            self.raw = nn.Parameter(value)
-        else:
-            self.register_buffer("raw", value)
 
-    @property
-    def learnable(self) -> bool:
-        return isinstance(self.raw, nn.Parameter)
+@dataclass(frozen=True)
+class CusaHeads:
+    """The four ``LayerNorm → Linear`` student heads: owned (``enabled``, the reference) or
+    not (the given features serve as cross and uni features); ``init_std`` of the Linear
+    weights."""
 
-    def value(self) -> torch.Tensor:
-        """τ as a 0-d tensor (differentiable when learnable)."""
-        return self.raw if self.parametrization == "tau" else torch.exp(-self.raw)
+    enabled: bool = True
+    init_std: float = 0.02
 
-    @property
-    def temperature(self) -> float:
-        return float(self.value().detach())
 
-    @torch.no_grad()
-    def clamp(self) -> None:
-        if self.low is None and self.high is None:
-            return
-        if self.parametrization == "tau":
-            self.raw.clamp_(min=self.low, max=self.high)
-        else:  # τ ∈ [lo, hi] ⇔ log(1/τ) ∈ [log(1/hi), log(1/lo)]
-            self.raw.clamp_(
-                min=math.log(1.0 / self.high) if self.high else None,
-                max=math.log(1.0 / self.low) if self.low else None,
-            )
+@dataclass(frozen=True)
+class CusaContrastive:
+    """The contrastive term: weight ``r`` (0 switches it off), ``enabled``, the column
+    reduction ``loss_mode`` (``"mean"``, the reference, or ``"sum"``) and multi-positive
+    targets from ``image_ids`` (``use_image_ids``)."""
 
-    def extra_repr(self) -> str:
-        return (
-            f"{self.label}={self.temperature:.4g}, range=[{self.low}, {self.high}], "
-            f"learnable={self.learnable}, parametrization={self.parametrization!r}"
+    weight: float = 1.0
+    enabled: bool = True
+    loss_mode: str = "mean"
+    use_image_ids: bool = True
+
+
+@dataclass(frozen=True)
+class CusaCSA:
+    """Cross-modal soft-label alignment: weight ``α`` (0 switches it off), ``enabled`` and
+    the target ``mode`` (``"each"``, ``"add"`` or ``"dot"``)."""
+
+    weight: float = 0.1
+    enabled: bool = True
+    mode: str = "each"
+
+
+@dataclass(frozen=True)
+class CusaUSA:
+    """Uni-modal soft-label alignment: weight ``β`` (0 switches it off) and ``enabled``."""
+
+    weight: float = 0.5
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class CusaTemperatures:
+    """The five temperatures (reference values) and how they are stored:
+    ``parametrization="tau"`` (τ itself, the reference) or ``"log_scale"`` (``log(1/τ)``)."""
+
+    contrastive: TemperatureSpec = TemperatureSpec(0.05, (0.01, 0.10))
+    csa: TemperatureSpec = TemperatureSpec(0.45, (0.10, 0.99))
+    usa_image: TemperatureSpec = TemperatureSpec(0.45, (0.10, 1.00))
+    usa_text: TemperatureSpec = TemperatureSpec(0.45, (0.10, 1.00))
+    teacher: TemperatureSpec = TemperatureSpec(1.0, (0.10, 1.00), learnable=False)
+    parametrization: str = "tau"
+
+
+#: the flat constructor keys of earlier versions (still accepted, with a
+#: ``DeprecationWarning``) and the grouped key(s) each one sets
+FLAT_KEYS: dict[str, tuple[str, ...]] = {
+    "alpha": ("csa.weight",),
+    "beta": ("usa.weight",),
+    "contrastive_weight": ("contrastive.weight",),
+    "mode": ("csa.mode",),
+    "contrastive_loss_mode": ("contrastive.loss_mode",),
+    "use_contrastive": ("contrastive.enabled",),
+    "use_csa": ("csa.enabled",),
+    "use_usa": ("usa.enabled",),
+    "use_image_ids": ("contrastive.use_image_ids",),
+    "head_init_std": ("heads.init_std",),
+    "contrastive_temperature": ("temperatures.contrastive.init",),
+    "contrastive_temperature_range": ("temperatures.contrastive.range",),
+    "learn_contrastive_temperature": ("temperatures.contrastive.learnable",),
+    "csa_temperature": ("temperatures.csa.init",),
+    "csa_temperature_range": ("temperatures.csa.range",),
+    "learn_csa_temperature": ("temperatures.csa.learnable",),
+    "usa_image_temperature": ("temperatures.usa_image.init",),
+    "usa_text_temperature": ("temperatures.usa_text.init",),
+    "usa_temperature_range": ("temperatures.usa_image.range", "temperatures.usa_text.range"),
+    "learn_usa_temperature": (
+        "temperatures.usa_image.learnable", "temperatures.usa_text.learnable",
+    ),
+    "teacher_temperature": ("temperatures.teacher.init",),
+    "teacher_temperature_range": ("temperatures.teacher.range",),
+    "learn_teacher_temperature": ("temperatures.teacher.learnable",),
+    "temperature_parametrization": ("temperatures.parametrization",),
+}
+
+_GROUPS: dict[str, type] = {
+    "heads": CusaHeads, "contrastive": CusaContrastive, "csa": CusaCSA, "usa": CusaUSA,
+    "temperatures": CusaTemperatures,
+}
+
+
+def _check_keys(cls: type, value: Mapping[str, Any], where: str) -> None:
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        hint = "".join(
+            f"; {key!r} is a flat option: use {' and '.join(FLAT_KEYS[key])}"
+            for key in unknown if key in FLAT_KEYS
         )
-
-
-def _check_range(temperature_range: Range, name: str) -> tuple[float | None, float | None]:
-    if temperature_range is None:
-        return None, None
-    values = list(temperature_range)
-    if len(values) != 2:
-        raise ValueError(f"cusa: {name}_range must be [low, high], got {temperature_range!r}")
-    low, high = (None if v is None else float(v) for v in values)
-    if (low is not None and low <= 0) or (high is not None and high <= 0) or (
-        low is not None and high is not None and low > high
-    ):
         raise ValueError(
-            f"cusa: {name}_range must satisfy 0 < low <= high, got {temperature_range!r}"
+            f"cusa: unknown key(s) {unknown} in {where}; expected some of {known}{hint}"
         )
-    return low, high
 
 
+def _as_spec(default: TemperatureSpec, value: Any, where: str) -> TemperatureSpec:
+    """``value`` (a spec, a number = the initial τ, or a mapping of some fields) merged
+    onto ``default``."""
+    if isinstance(value, TemperatureSpec):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return replace(default, init=float(value))
+    if not isinstance(value, Mapping):
+        raise ValueError(f"cusa: {where} must be a mapping of init, range, learnable, got "
+                         f"{value!r}")
+    _check_keys(TemperatureSpec, value, where)
+    return replace(default, **dict(value))
+
+
+def _as_group(cls: type, value: Any, where: str) -> Any:
+    """``value`` (None, a ``cls`` instance or a mapping of some of its fields, merged onto
+    the defaults; ``heads`` may also be a bool) as a ``cls`` instance."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if cls is CusaHeads and isinstance(value, bool):
+        return CusaHeads(enabled=value)
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"cusa: {where} must be a mapping of {sorted(f.name for f in fields(cls))}, "
+            f"got {value!r}"
+        )
+    _check_keys(cls, value, where)
+    default = cls()
+    if cls is not CusaTemperatures:
+        return replace(default, **dict(value))
+    return replace(default, **{
+        key: item if key == "parametrization"
+        else _as_spec(getattr(default, key), item, f"{where}.{key}")
+        for key, item in value.items()
+    })
+
+
+def _apply_flat(groups: dict[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Set the grouped keys of the flat keys in ``flat`` (a warning names each new key)."""
+    unknown = sorted(set(flat) - set(FLAT_KEYS))
+    if unknown:
+        raise TypeError(
+            f"cusa: unexpected option(s) {unknown}; options are embed_dim, weight, num_langs, "
+            f"gather, gather_with_grad and the groups {sorted(_GROUPS)}"
+        )
+    for key, value in flat.items():
+        targets = FLAT_KEYS[key]
+        warnings.warn(
+            f"cusa: the flat option {key!r} is deprecated; use {' and '.join(targets)} "
+            f"(YAML: objective.cusa.{targets[0]})",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        for target in targets:
+            group, *path = target.split(".")
+            current = groups[group]
+            if len(path) == 1:
+                groups[group] = replace(current, **{path[0]: value})
+            else:
+                spec = getattr(current, path[0])
+                groups[group] = replace(current, **{path[0]: replace(spec, **{path[1]: value})})
+    return groups
+
+
+@dataclass(frozen=True)
+class CusaConfig:
+    """The resolved groups of a :class:`CusaObjective` (``objective.config``)."""
+
+    heads: CusaHeads
+    contrastive: CusaContrastive
+    csa: CusaCSA
+    usa: CusaUSA
+    temperatures: CusaTemperatures
+
+
+@register_embedding_part("cusa_projection_head")
 class ProjectionHead(nn.Module):
     """``Linear(d, d)(LayerNorm(d)(x))``; the Linear weight is N(0, std²), bias PyTorch's."""
 
@@ -209,136 +339,164 @@ def soft_contrastive(logits: torch.Tensor, targets: torch.Tensor, mode: str) -> 
 class CusaObjective(Objective):
     """CUSA: contrastive + cross-modal (CSA) + uni-modal (USA) soft-label alignment.
 
-    See the module docstring for the formulas, layouts and temperatures.
+    Formula:
+        With cross features ``v^c, t^c`` and uni features ``v^u, t^u`` (the heads'
+        normalised outputs) and teacher similarities ``A^I = cos(f_I, f_I)``,
+        ``A^T = cos(g_T, g_T)``::
 
-    Inputs: ``image_features`` (P or N, d) and ``text_features`` (P or N·K, d), the towers'
-    outputs; ``teacher_image_features`` (P or N, d_I) aligned with the image rows and
-    ``teacher_text_features`` (P or N·K, d_T) aligned with the text rows (required when CSA
-    or USA is on); optional ``image_ids`` aligned with the image rows, ``text_mask`` (K > 1).
+            L_con = ½ (L_i2t + L_t2i),  L_i2t = mean_rows(-red_b P_ab log softmax(V^c T^cᵀ/τ_c)_ab)
+            L_CSA = ½ [KLrow(V^c T^cᵀ, A^I, τ_csa, τ_t) + KLrow(T^c V^cᵀ, A^T, τ_csa, τ_t)]
+            L_USA = ½ [KLrow(V^u V^uᵀ, A^I, τ_ui, τ_t) + KLrow(T^u T^uᵀ, A^T, τ_ut, τ_t)]
+            L = r·L_con + α·L_CSA + β·L_USA
+
+        (``red`` = Σ_b or (1/cols) Σ_b, CSA's ``add`` / ``dot`` targets and the layouts:
+        see the module docstring).
+
+    Inputs:
+        ``image_features`` (P or N, d) and ``text_features`` (P or N·K, d), the towers'
+        outputs; ``teacher_image_features`` (P or N, d_I) aligned with the image rows and
+        ``teacher_text_features`` (P or N·K, d_T) aligned with the text rows (required
+        when CSA or USA is on); optional ``image_ids`` aligned with the image rows,
+        ``text_mask`` (N·K,) bool (K > 1).
+
+    Returns:
+        ``{"contrastive_loss": r·L_con, "csa_loss": α·L_CSA, "usa_loss": β·L_USA}``
+        (each times ``weight``); a term that is switched off is omitted.
+
+    Defaults:
+        The reference's: r = 1, α = 0.1, β = 0.5, CSA mode ``each``, contrastive
+        reduction ``mean``, heads on (init std 0.02); τ_c 0.05 in [0.01, 0.10], τ_csa 0.45
+        in [0.10, 0.99], τ_ui = τ_ut = 0.45 in [0.10, 1.00] (learnable, stored as τ),
+        τ_t = 1.0 frozen; K = 1; no all-gather.
 
     Args:
-        embed_dim: d, the towers' output width (required with ``heads=True``; inputs of
-            another width raise).
+        embed_dim: d, the towers' output width (required with heads; inputs of another
+            width raise).
         weight: multiplies every returned term.
-        alpha, beta: weights α of CSA and β of USA (0 switches the term off).
-        contrastive_weight: r (0 switches the contrastive term off, e.g. when another
-            objective such as ``one_to_k`` or ``clip`` provides it).
-        mode: CSA target, ``"each"`` (default), ``"add"`` or ``"dot"``.
-        contrastive_loss_mode: ``"mean"`` (reference) or ``"sum"``.
-        heads: own the four ``LayerNorm → Linear`` student heads (reference) or use the
-            given features directly.
-        use_contrastive, use_csa, use_usa: switch terms off without changing weights.
-        use_image_ids: multi-positive contrastive targets from ``image_ids``.
-        num_langs: K, captions per image (see Layouts).
-        *_temperature, *_temperature_range, learn_*_temperature: initial τ, clamp range
-            ``[low, high]`` (None = unclamped) and learnable flag of each temperature.
-        temperature_parametrization: ``"tau"`` (reference) or ``"log_scale"``.
-        gather, gather_with_grad: distributed all-gather (see Distributed).
-        head_init_std: std of the heads' Linear weights.
+        num_langs: K, captions per image (see Layouts in the module docstring).
+        heads: :class:`CusaHeads` (``enabled``, ``init_std``), a mapping of its fields,
+            or a bool (``enabled``).
+        contrastive: :class:`CusaContrastive` (``weight`` r, ``enabled``, ``loss_mode``,
+            ``use_image_ids``) or a mapping of some of its fields.
+        csa: :class:`CusaCSA` (``weight`` α, ``enabled``, ``mode``) or a mapping.
+        usa: :class:`CusaUSA` (``weight`` β, ``enabled``) or a mapping.
+        temperatures: :class:`CusaTemperatures` (``contrastive``, ``csa``, ``usa_image``,
+            ``usa_text``, ``teacher``: each a :class:`TemperatureSpec` ``{init, range,
+            learnable}``, a mapping of some of its fields or a number = ``init``; and
+            ``parametrization``) or a mapping of some of them.
+        gather, gather_with_grad: distributed all-gather (see the module docstring).
+        **flat: the flat options of earlier versions (``alpha``, ``use_csa``,
+            ``csa_temperature_range``, ... :data:`FLAT_KEYS` maps each to its grouped key);
+            still accepted, with a ``DeprecationWarning`` naming the new key. A flat option
+            overrides the grouped key it maps to.
+
+    Paper:
+        Huang et al., "Cross-Modal and Uni-Modal Soft-Label Alignment for Image-Text
+        Retrieval" (AAAI 2024).
+
+    Example:
+        >>> import torch
+        >>> from mmret.objectives import create_objective
+        >>> cusa = create_objective("cusa", embed_dim=8, csa={"weight": 0.2, "mode": "add"},
+        ...                         temperatures={"csa": {"init": 0.3}})
+        >>> batch = {"image_features": torch.randn(4, 8), "text_features": torch.randn(4, 8),
+        ...          "teacher_image_features": torch.randn(4, 5),
+        ...          "teacher_text_features": torch.randn(4, 3)}
+        >>> sorted(cusa(**batch)), round(cusa.temperatures()["csa_temperature"], 4)
+        (['contrastive_loss', 'csa_loss', 'usa_loss'], 0.3)
     """
 
     def __init__(
         self,
         embed_dim: int | None = None,
         weight: float = 1.0,
-        alpha: float = 0.1,
-        beta: float = 0.5,
-        contrastive_weight: float = 1.0,
-        mode: str = "each",
-        contrastive_loss_mode: str = "mean",
-        heads: bool = True,
-        use_contrastive: bool = True,
-        use_csa: bool = True,
-        use_usa: bool = True,
-        use_image_ids: bool = True,
         num_langs: int = 1,
-        contrastive_temperature: float = 0.05,
-        contrastive_temperature_range: Range = (0.01, 0.10),
-        learn_contrastive_temperature: bool = True,
-        csa_temperature: float = 0.45,
-        csa_temperature_range: Range = (0.10, 0.99),
-        learn_csa_temperature: bool = True,
-        usa_image_temperature: float = 0.45,
-        usa_text_temperature: float = 0.45,
-        usa_temperature_range: Range = (0.10, 1.00),
-        learn_usa_temperature: bool = True,
-        teacher_temperature: float = 1.0,
-        teacher_temperature_range: Range = (0.10, 1.00),
-        learn_teacher_temperature: bool = False,
-        temperature_parametrization: str = "tau",
+        heads: CusaHeads | Mapping[str, Any] | bool | None = None,
+        contrastive: CusaContrastive | Mapping[str, Any] | None = None,
+        csa: CusaCSA | Mapping[str, Any] | None = None,
+        usa: CusaUSA | Mapping[str, Any] | None = None,
+        temperatures: CusaTemperatures | Mapping[str, Any] | None = None,
         gather: bool = False,
         gather_with_grad: bool = True,
-        head_init_std: float = 0.02,
+        **flat: Any,
     ) -> None:
         super().__init__(weight)
-        if mode not in CSA_MODES:
-            raise ValueError(f"cusa: mode must be one of {CSA_MODES}, got {mode!r}")
-        if contrastive_loss_mode not in CONTRASTIVE_MODES:
+        given = {"heads": heads, "contrastive": contrastive, "csa": csa, "usa": usa,
+                 "temperatures": temperatures}
+        groups = _apply_flat(
+            {name: _as_group(_GROUPS[name], value, name) for name, value in given.items()},
+            flat,
+        )
+        self.config = CusaConfig(**groups)
+        heads_cfg, con, csa_cfg, usa_cfg, temps = (
+            groups["heads"], groups["contrastive"], groups["csa"], groups["usa"],
+            groups["temperatures"],
+        )
+        if csa_cfg.mode not in CSA_MODES:
+            raise ValueError(f"cusa: mode must be one of {CSA_MODES}, got {csa_cfg.mode!r}")
+        if con.loss_mode not in CONTRASTIVE_MODES:
             raise ValueError(
-                f"cusa: contrastive_loss_mode must be one of {CONTRASTIVE_MODES}, "
-                f"got {contrastive_loss_mode!r}"
+                f"cusa: contrastive_loss_mode (contrastive.loss_mode) must be one of "
+                f"{CONTRASTIVE_MODES}, got {con.loss_mode!r}"
+            )
+        if temps.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"cusa: temperature_parametrization (temperatures.parametrization) must be "
+                f"one of {PARAMETRIZATIONS}, got {temps.parametrization!r}"
             )
         if isinstance(num_langs, bool) or not isinstance(num_langs, int) or num_langs < 1:
             raise ValueError(f"cusa: num_langs must be an integer >= 1, got {num_langs!r}")
-        self.mode = mode
-        self.contrastive_loss_mode = contrastive_loss_mode
+        self.mode = csa_cfg.mode
+        self.contrastive_loss_mode = con.loss_mode
         self.num_langs = num_langs
-        self.use_image_ids = use_image_ids
+        self.use_image_ids = bool(con.use_image_ids)
         self.gather = gather
         self.gather_with_grad = gather_with_grad
-        self.contrastive_weight = float(contrastive_weight)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.with_contrastive = bool(use_contrastive) and self.contrastive_weight != 0.0
-        self.with_csa = bool(use_csa) and self.alpha != 0.0
-        self.with_usa = bool(use_usa) and self.beta != 0.0
+        self.contrastive_weight = float(con.weight)
+        self.alpha = float(csa_cfg.weight)
+        self.beta = float(usa_cfg.weight)
+        self.with_contrastive = bool(con.enabled) and self.contrastive_weight != 0.0
+        self.with_csa = bool(csa_cfg.enabled) and self.alpha != 0.0
+        self.with_usa = bool(usa_cfg.enabled) and self.beta != 0.0
         if not (self.with_contrastive or self.with_csa or self.with_usa):
             raise ValueError(
-                "cusa: every term is switched off (contrastive_weight/alpha/beta = 0 or "
-                "use_contrastive/use_csa/use_usa = False); enable at least one"
+                "cusa: every term is switched off (contrastive.weight / csa.weight / "
+                "usa.weight = 0 or contrastive/csa/usa.enabled = False); enable at least one"
             )
-        self.heads = bool(heads)
+        self.heads = bool(heads_cfg.enabled)
         if self.heads:
             if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
                 raise ValueError(
                     "cusa: embed_dim (the towers' output width, e.g. 128 for mmret-tiny) must "
-                    f"be a positive int when heads=True, got {embed_dim!r}"
+                    f"be a positive int when heads are on, got {embed_dim!r}"
                 )
         self.embed_dim = embed_dim
         cross = self.with_contrastive or self.with_csa
         if self.heads and cross:
-            self.cross_image_head = ProjectionHead(embed_dim, head_init_std)
-            self.cross_text_head = ProjectionHead(embed_dim, head_init_std)
+            self.cross_image_head = ProjectionHead(embed_dim, heads_cfg.init_std)
+            self.cross_text_head = ProjectionHead(embed_dim, heads_cfg.init_std)
         if self.heads and self.with_usa:
-            self.uni_image_head = ProjectionHead(embed_dim, head_init_std)
-            self.uni_text_head = ProjectionHead(embed_dim, head_init_std)
+            self.uni_image_head = ProjectionHead(embed_dim, heads_cfg.init_std)
+            self.uni_text_head = ProjectionHead(embed_dim, heads_cfg.init_std)
 
-        def temp(init: float, rng: Range, learn: bool, name: str) -> Temperature:
-            return Temperature(init, rng, learn, temperature_parametrization, name)
+        def temp(spec: TemperatureSpec, name: str) -> LearnableTemperature:
+            label = f"cusa: {name}"
+            low, high = check_temperature_range(spec.range, label)
+            # "raw": the tensor's name in CUSA checkpoints written before the grouping
+            return LearnableTemperature(
+                spec.init, low, high, bool(spec.learnable), temps.parametrization,
+                storage_name="raw", label=label,
+            )
 
         if self.with_contrastive:
-            self.contrastive_temperature = temp(
-                contrastive_temperature, contrastive_temperature_range,
-                learn_contrastive_temperature, "contrastive_temperature",
-            )  # fmt: skip
+            self.contrastive_temperature = temp(temps.contrastive, "contrastive_temperature")
         if self.with_csa:
-            self.csa_temperature = temp(
-                csa_temperature, csa_temperature_range, learn_csa_temperature, "csa_temperature"
-            )
+            self.csa_temperature = temp(temps.csa, "csa_temperature")
         if self.with_usa:
-            self.usa_image_temperature = temp(
-                usa_image_temperature, usa_temperature_range, learn_usa_temperature,
-                "usa_image_temperature",
-            )  # fmt: skip
-            self.usa_text_temperature = temp(
-                usa_text_temperature, usa_temperature_range, learn_usa_temperature,
-                "usa_text_temperature",
-            )  # fmt: skip
+            self.usa_image_temperature = temp(temps.usa_image, "usa_image_temperature")
+            self.usa_text_temperature = temp(temps.usa_text, "usa_text_temperature")
         if self.with_csa or self.with_usa:
-            self.teacher_temperature = temp(
-                teacher_temperature, teacher_temperature_range, learn_teacher_temperature,
-                "teacher_temperature",
-            )  # fmt: skip
+            self.teacher_temperature = temp(temps.teacher, "teacher_temperature")
         needs = ["image_features", "text_features"]
         if self.with_csa or self.with_usa:
             needs += ["teacher_image_features", "teacher_text_features"]
@@ -361,21 +519,12 @@ class CusaObjective(Objective):
         objective trains the towers' features and the heads only see CSA)."""
         return self.heads and self.with_contrastive
 
-    def temperature_values(self) -> dict[str, float]:
-        """τ of every temperature by name (the trainer logs these as ``objective.<name>``)."""
-        return {name: t.temperature for name, t in self.temperatures().items()}
-
-    def temperatures(self) -> dict[str, Temperature]:
-        """The objective's temperatures by name (for logging: ``t.temperature``)."""
-        return {n: m for n, m in self.named_children() if isinstance(m, Temperature)}
-
     @torch.no_grad()
     def clamp_temperatures(self) -> None:
-        for t in self.temperatures().values():
+        """Clamp every temperature into its range (before each forward, as the reference
+        does, and after each optimiser step through :meth:`Objective.post_step`)."""
+        for t in temperatures_of(self).values():
             t.clamp()
-
-    def post_step(self) -> None:
-        self.clamp_temperatures()
 
     def _check_width(self, features: torch.Tensor, name: str) -> None:
         if features.dim() != 2:
@@ -394,6 +543,23 @@ class CusaObjective(Objective):
             self._project(image_features, "cross_image_head", "image_features"),
             self._project(text_features, "cross_text_head", "text_features"),
         )
+
+    def retrieval_heads(self) -> dict[str, nn.Module]:
+        """The heads retrieval applies, by role (:class:`mmret.embedding.RetrievalEmbedding`):
+        ``image`` / ``text`` = ``normalize(head^c(x))`` (as :meth:`encode_cross`),
+        ``image_unimodal`` / ``text_unimodal`` = ``normalize(head^u(x))`` (as
+        :meth:`encode_uni`: the cross heads when USA is off). Empty without heads."""
+        if not self.heads:
+            return {}
+        uni = "uni" if self.with_usa else "cross"
+        names = {"image": "cross_image_head", "text": "cross_text_head",
+                 "image_unimodal": f"{uni}_image_head", "text_unimodal": f"{uni}_text_head"}
+        out: dict[str, nn.Module] = {}
+        for role, name in names.items():
+            head = getattr(self, name)
+            describe_part(head, "cusa_projection_head", dim=self.embed_dim)
+            out[role] = NormalizedHead(head)
+        return out
 
     def encode_uni(
         self, image_features: torch.Tensor | None = None, text_features: torch.Tensor | None = None

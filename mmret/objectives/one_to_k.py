@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mmret.distributed import gather_features, get_rank, get_world_size
 from mmret.objectives.base import Objective, register_objective
-from mmret.objectives.contrastive import LearnableTemperature
+from mmret.objectives.temperature import LearnableTemperature
 
 NORMALIZE_MODES = ("reference", "mean")
 
@@ -230,10 +230,6 @@ class OneToKObjective(Objective):
         else:
             loss = (loss_i2t / k + loss_t2i) / 2
         return {"one_to_k_loss": loss}
-
-    def post_step(self) -> None:
-        if self.temperature is not None:
-            self.temperature.clamp()
 
     def extra_repr(self) -> str:
         return (

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mmret.distributed import gather_features, get_rank, get_world_size
 from mmret.objectives.base import Objective, register_objective
-from mmret.objectives.contrastive import expand_to_pairs
+from mmret.objectives.targets import expand_to_pairs
 
 
 @register_objective("siglip")

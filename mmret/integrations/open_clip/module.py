@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mmret.objectives.base import Objective
-from mmret.objectives.contrastive import LearnableTemperature
+from mmret.objectives.temperature import LearnableTemperature
 
 #: keyword inputs an open_clip model's output dict provides
 MODEL_OUTPUTS = ("image_features", "text_features", "logit_scale", "logit_bias")

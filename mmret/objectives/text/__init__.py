@@ -14,25 +14,22 @@ Features are L2-normalised inside. ``hierarchical_triplet`` also takes
 
 Importing this package registers ``infonce``, ``arccon``, ``mpt``, ``met``, ``mat``,
 ``gradient_paradigm``, ``mhe``, ``mhs``, ``vicreg_surrogate``, ``barlow_twins_surrogate``
-and ``hierarchical_triplet``.
+and ``hierarchical_triplet``, one module each (named after the objective;
+``gradient_paradigm`` in ``paradigm.py``, ``hierarchical_triplet`` in ``hierarchical.py``);
+their shared bases are in :mod:`mmret.objectives.text.base`.
 """
 
-from mmret.objectives.text import contrastive, hierarchical, non_contrastive, paradigm  # noqa: F401
-from mmret.objectives.text.contrastive import (
-    ArcConObjective,
-    InfoNCEObjective,
-    MATObjective,
-    METObjective,
-    MPTObjective,
-)
+from mmret.objectives.text.arccon import ArcConObjective
+from mmret.objectives.text.barlow_twins_surrogate import BarlowTwinsSurrogateObjective
 from mmret.objectives.text.hierarchical import HierarchicalTripletObjective
-from mmret.objectives.text.non_contrastive import (
-    BarlowTwinsSurrogateObjective,
-    MHEObjective,
-    MHSObjective,
-    VICRegSurrogateObjective,
-)
+from mmret.objectives.text.infonce import InfoNCEObjective
+from mmret.objectives.text.mat import MATObjective
+from mmret.objectives.text.met import METObjective
+from mmret.objectives.text.mhe import MHEObjective
+from mmret.objectives.text.mhs import MHSObjective
+from mmret.objectives.text.mpt import MPTObjective
 from mmret.objectives.text.paradigm import GradientParadigmObjective
+from mmret.objectives.text.vicreg_surrogate import VICRegSurrogateObjective
 
 __all__ = [
     "ArcConObjective",

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mmret.objectives.base import register_objective
-from mmret.objectives.text.contrastive import InfoNCEObjective
+from mmret.objectives.text.infonce import InfoNCEObjective
 
 
 def level_triplet_loss(
@@ -102,6 +102,10 @@ class HierarchicalTripletObjective(InfoNCEObjective):
         level = level_triplet_loss(anchor_features, level_features, self.margins, level_mask)
         losses["level_triplet_loss"] = self.beta * level
         return losses
+
+    def chance_loss(self, **inputs: Any) -> float | None:
+        """Not declared: the level term at collapse depends on the margins' layout."""
+        return None
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, beta={self.beta}, margins={self.margins}"
