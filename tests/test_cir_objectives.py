@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mmret.objectives import create_objective
-from mmret.objectives.cir import sample_negatives
+from mmret.objectives.cir_bank import sample_negatives
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -117,6 +117,10 @@ class TemperatureSpec:
     range: Range = None
     learnable: bool = True
 
+    def __post_init__(self) -> None:  # YAML gives lists: compare and hash as tuples
+        if self.range is not None:
+            object.__setattr__(self, "range", tuple(self.range))
+
 
 @dataclass(frozen=True)
 class CusaHeads:

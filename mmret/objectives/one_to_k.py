@@ -24,10 +24,17 @@ NORMALIZE_MODES = ("reference", "mean")
 class OneToKObjective(Objective):
     """1-to-K contrastive loss over N images and their captions in K languages.
 
+    Inputs:
+        ``image_features`` (N, d), ``text_features`` (N·K, d), L2-normalised; optional
+        ``text_mask`` (N·K,) bool; ``logit_scale`` (0-d, ``exp``-ed) only with
+        ``temperature=None``.
+
     Layout: ``image_features`` (N, d) and ``text_features`` (N·K, d), image ``i``'s K
     captions at rows ``K·i … K·i+K-1`` (the same layout the batch contract uses). After a
     distributed all-gather every rank's block is contiguous, so the layout survives.
     With ``S = logit_scale · V Tᵀ`` (N × NK):
+
+    Formula:
 
     - image→text, one softmax per image over all NK texts, all K captions of the image
       positives in the same denominator, un-normalised targets::
@@ -85,7 +92,26 @@ class OneToKObjective(Objective):
         local_loss: see Distributed.
         gather_with_grad: differentiable all-gather (see :mod:`mmret.distributed`).
 
-    Returns ``{"one_to_k_loss": L}``.
+    Returns:
+        ``{"one_to_k_loss": L}`` (times ``weight``).
+
+    Defaults:
+        ``temperature`` τ = 0.07 learnable in [0.001, 0.5], ``normalize="reference"``,
+        ``local_loss=False``, ``gather_with_grad=True``, ``weight`` = 1; ``num_langs`` has
+        no default.
+
+    Paper:
+        "Improving the Consistency in Cross-Lingual Cross-Modal Retrieval with 1-to-K
+        Contrastive Learning" (KDD 2024).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from mmret.objectives import create_objective
+        >>> images = F.normalize(torch.randn(3, 8), dim=-1)
+        >>> texts = images.repeat_interleave(2, dim=0)  # K = 2 captions per image
+        >>> loss = create_objective("one_to_k", num_langs=2)
+        >>> sorted(loss(image_features=images, text_features=texts))
+        ['one_to_k_loss']
     """
 
     def __init__(

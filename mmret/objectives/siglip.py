@@ -14,17 +14,43 @@ from mmret.objectives.targets import expand_to_pairs
 
 @register_objective("siglip")
 class SigLipObjective(Objective):
-    """``L = -(1/N) Σ_{i,j} log σ(z_ij (logit_scale · v_i·t_j + logit_bias))``.
+    """SigLIP's pairwise sigmoid loss, with multi-positive pairs and K captions per image.
 
-    ``z_ij = +1`` for a positive pair, ``−1`` otherwise: positives are the diagonal, or,
-    with ``image_ids`` (and ``use_image_ids``), every pair whose image ids agree, so a second
-    caption of the same image in the batch is not pushed away. K captions per image
-    (``text_features`` with K·N rows, image-major) are paired with their image's repeated
-    row. Inputs: ``image_features``, ``text_features``, ``logit_scale`` (exp-ed) and
-    ``logit_bias`` (scalars). Returns ``{"sigmoid_loss"}``; with unique ids it equals
-    ``open_clip.loss.SigLipLoss``. Under torchrun, text features (and ids) are all-gathered
-    with gradient and each rank scores its n images against all W·n texts, normalised by
-    n; the mean over ranks is the global loss.
+    Formula:
+        ``L = -(1/N) Σ_{i,j} log σ(z_ij (logit_scale · v_i·t_j + logit_bias))`` with
+        ``z_ij = +1`` for a positive pair, ``−1`` otherwise: positives are the diagonal or,
+        with ``image_ids`` (and ``use_image_ids``), every pair whose image ids agree, so a
+        second caption of the same image is not pushed away (docs/methods.md §2). K
+        captions per image are paired with their image's repeated row. Under torchrun,
+        text features (and ids) are all-gathered with gradient and each rank scores its n
+        images against all W·n texts, normalised by n; the mean over ranks is the global
+        loss.
+
+    Inputs:
+        ``image_features`` (N, d), ``text_features`` (N·K, d), L2-normalised;
+        ``logit_scale`` (0-d, already ``exp``-ed) and ``logit_bias`` (0-d), the model's;
+        optional ``image_ids`` (N,), ``text_mask`` (N·K,) bool.
+
+    Returns:
+        ``{"sigmoid_loss": L}`` (times ``weight``); with unique ids it equals
+        ``open_clip.loss.SigLipLoss``.
+
+    Defaults:
+        ``weight=1``, ``gather_with_grad=True``, ``use_image_ids=True``; the temperature
+        and bias are the model's (open_clip initialises them to 10 and −10).
+
+    Paper:
+        Zhai, Mustafa, Kolesnikov, Beyer, "Sigmoid Loss for Language Image Pre-Training"
+        (ICCV 2023).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from mmret.objectives import create_objective
+        >>> images = F.normalize(torch.randn(4, 8), dim=-1)
+        >>> out = create_objective("siglip")(image_features=images, text_features=images,
+        ...     logit_scale=torch.tensor(10.0), logit_bias=torch.tensor(-10.0))
+        >>> sorted(out)
+        ['sigmoid_loss']
     """
 
     requires = ("image_features", "text_features", "logit_scale", "logit_bias")

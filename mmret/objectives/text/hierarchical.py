@@ -62,16 +62,40 @@ def level_triplet_loss(
 
 @register_objective("hierarchical_triplet")
 class HierarchicalTripletObjective(InfoNCEObjective):
-    """InfoNCE (τ = 0.05) + β × the level-margin triplet term.
+    """NGCSE's objective: InfoNCE + β × the level-margin (hierarchical) triplet term.
 
-    Inputs: ``anchor_features`` (N, d), ``positive_features`` (N, d),
-    optional ``negative_features`` (M, d) (extra InfoNCE columns),
-    ``level_features`` (N, K, d): for row i its K level sentences in key order
-    ("5", "4", "3", …), and optional ``level_mask`` (N,) bool marking the rows that have
-    levels (rows outside it may hold any finite values). Returns
-    ``{"infonce_loss", "level_triplet_loss"}`` (the latter already × β).
+    Formula:
+        ``L = InfoNCE(anchor, [positive; negative]) + β · L_level`` with
+        ``σ_ik = cos(anchor_i, level_ik)`` and
+        ``L_level = (1/(K−1)) Σ_{k=0}^{K−2} mean_{i: mask_i} ReLU(σ_{i,k+1} − σ_ik + m_k)``,
+        ``m_k = margins[min(k, len(margins) − 1)]``.
 
-    Defaults: β = 1, margins (5e-3, 5e-2) (Wiki.STS_HT; NLI.STS_HT uses (5e-3, 1e-1)).
+    Inputs:
+        ``anchor_features`` (N, d), ``positive_features`` (N, d), optional
+        ``negative_features`` (M, d) (extra InfoNCE columns), ``level_features``
+        (N, K, d): for row i its K level sentences in key order ("5", "4", "3", …), and
+        optional ``level_mask`` (N,) bool marking the rows that have levels (rows outside
+        it may hold any finite values).
+
+    Returns:
+        ``{"infonce_loss", "level_triplet_loss"}`` (the latter already × β).
+
+    Defaults:
+        τ = 0.05, β = 1, margins (5e-3, 5e-2) (Wiki.STS_HT; NLI.STS_HT uses (5e-3, 1e-1)).
+
+    Paper:
+        NGCSE, the RFD / FDI study with the hierarchical triplet loss (AAAI 2024, code
+        ``BDBC-KG-NLP/NGCSE``).
+
+    Example:
+        >>> import torch
+        >>> from mmret.objectives import create_objective
+        >>> anchors = torch.randn(4, 8)
+        >>> levels = anchors[:, None, :] + torch.tensor([0.0, 0.5, 1.0])[None, :, None]
+        >>> out = create_objective("hierarchical_triplet")(
+        ...     anchor_features=anchors, positive_features=anchors, level_features=levels)
+        >>> sorted(out)
+        ['infonce_loss', 'level_triplet_loss']
     """
 
     requires = ("anchor_features", "positive_features", "level_features")

@@ -54,11 +54,38 @@ def margin_mask(sim: torch.Tensor, margin: float) -> torch.Tensor:
 
 @register_objective("gradient_paradigm")
 class GradientParadigmObjective(Objective):
-    """The reference's ``sg`` objective. Returns ``{"paradigm_loss"}``.
+    """The reference's ``sg`` objective: the gradient paradigm written as a loss.
 
-    Inputs: ``anchor_features`` (N, d), ``positive_features`` (N, d), normalised inside;
-    ``negative_features`` is not used. Defaults are the reference's empirical-study base:
-    m = 0.30, τ = 0.05, R = 1, GD mask on.
+    Formula:
+        ``S = h · sg(h')ᵀ`` with its diagonal ``s_ii = h_i · h'_i`` fully attached,
+        ``W`` the detached softmax weights over ``j ≠ i`` (or power weights),
+        ``T_ij = s_ij − R s_ii``; per direction
+        ``ℓ(h, h') = (1/(|M|·B)) Σ_{i∈M} Σ_j W_ij T_ij`` (``gd``, M = rows passing the
+        cross-view margin mask) or ``(1/B²) Σ_i Σ_j W_ij T_ij``; ``L = ℓ(h, h') + ℓ(h', h)``
+        (details in the module docstring).
+
+    Inputs:
+        ``anchor_features`` (N, d), ``positive_features`` (N, d), normalised inside;
+        ``negative_features`` is not used.
+
+    Returns:
+        ``{"paradigm_loss": L}`` (times ``weight``).
+
+    Defaults:
+        The reference's empirical-study base: ``margin`` m = 0.30, ``temperature``
+        τ = 0.05, ``ratio`` R = 1, ``gd=True``, ``power`` None, ``weight`` = 1.
+
+    Paper:
+        The unified gradient paradigm of contrastive sentence embeddings (ACL 2024, code
+        ``BDBC-KG-NLP/UnderstandingCSE``, its ``sg`` loss).
+
+    Example:
+        >>> import torch
+        >>> from mmret.objectives import create_objective
+        >>> views = torch.randn(8, 16)
+        >>> paradigm = create_objective("gradient_paradigm", gd=False, ratio=1.0)
+        >>> sorted(paradigm(anchor_features=views, positive_features=views + 0.1))
+        ['paradigm_loss']
 
     Args:
         gd: apply the cross-view margin mask (the reference's ``w_gd`` flag).

@@ -1,14 +1,5 @@
-"""Composed image retrieval objectives (docs/methods.md §6).
-
-- ``cir_inbatch`` (stage 1): InfoNCE of each composed query over the batch's targets.
-- ``cir_bank`` (stage 2, scaling negatives): cross-entropy of each query over a static
-  bank of every training image (or over its target and ``neg_num`` sampled negatives).
-
-Both take L2-normalised ``query_features`` (a fusion module's output; normalised again,
-which is idempotent) and normalise the target side at use: stage 1 passes raw target
-features, and the bank stores raw features (the raw-feature quirk of §6), so a bank
-equal to the batch's targets gives exactly the in-batch loss.
-"""
+"""Stage-2 composed image retrieval loss over a static bank of every training image
+(docs/methods.md §6)."""
 
 from __future__ import annotations
 
@@ -18,109 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmret.distributed import gather_features, get_rank, get_world_size
 from mmret.objectives.base import Objective, register_objective
-from mmret.objectives.targets import same_id_targets, soft_cross_entropy
-from mmret.objectives.temperature import LearnableTemperature
-
-DEFAULT_CIR_TEMPERATURE = 0.02
-
-
-def _temperature(temperature: float | None, learn: bool, max_logit_scale: float
-                 ) -> LearnableTemperature | None:
-    if temperature is None:
-        return None
-    return LearnableTemperature(temperature, min_temperature=1.0 / max_logit_scale,
-                                learnable=learn)
-
-
-def _check_features(name: str, x: Any, objective: str) -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() != 2:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{objective}: {name} must be a (B, d) tensor, got {shape}")
-    return x
-
-
-@register_objective("cir_inbatch")
-class CirInBatchObjective(Objective):
-    """Stage-1 in-batch InfoNCE, query → target (one direction, as CLIP4Cir)::
-
-        L = -(1/B) Σ_b log softmax_row(S)_{b, b},   S = logit_scale · q̂ t̂ᵀ  (B × B)
-
-    with ``q̂``, ``t̂`` the L2-normalised ``query_features`` (B, d) and ``target_features``
-    (B, d) (targets may be raw: they are normalised here).
-
-    Multi-positives: when ``target_ids`` (B,) is given (e.g. the batch's ``image_id``,
-    the target's index in the image list) and ``use_target_ids``, queries whose targets are
-    the same image are each other's positives: targets ``P_ab = [id_a == id_b]``
-    row-normalised and ``L = -(1/B) Σ_b Σ_a P_ba log softmax_row(S)_{b,a}`` (the duplicate
-    columns stay in the denominator, as in the multi-positive CLIP loss of §1). Without
-    ids a duplicated target is a false negative of the other query.
-
-    Temperature: ``temperature=τ`` (default 0.02) owns it (learnable with
-    ``learn_temperature``, clamped to ``τ >= 1/max_logit_scale`` after each step);
-    ``temperature=None`` uses the model's ``logit_scale`` input instead.
-
-    Distributed: targets (and ids) are all-gathered (with gradient); each rank computes
-    its local queries against all targets, labels offset by ``rank · B``.
-    Returns ``{"cir_inbatch_loss"}``.
-    """
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        temperature: float | None = DEFAULT_CIR_TEMPERATURE,
-        learn_temperature: bool = False,
-        max_logit_scale: float = 100.0,
-        use_target_ids: bool = True,
-        gather_with_grad: bool = True,
-    ) -> None:
-        super().__init__(weight)
-        self.temperature = _temperature(temperature, learn_temperature, max_logit_scale)
-        self.use_target_ids = use_target_ids
-        self.gather_with_grad = gather_with_grad
-        self.requires = ("query_features", "target_features") + (
-            ("logit_scale",) if temperature is None else ()
-        )
-
-    def compute(
-        self,
-        query_features: Tensor,
-        target_features: Tensor,
-        logit_scale: Tensor | None = None,
-        target_ids: Tensor | None = None,
-        **_: Any,
-    ) -> dict[str, Tensor]:
-        q = _check_features("query_features", query_features, self.name)
-        t = _check_features("target_features", target_features, self.name)
-        if q.shape != t.shape:
-            raise ValueError(
-                f"cir_inbatch: query_features {tuple(q.shape)} and target_features "
-                f"{tuple(t.shape)} must have the same (B, d) shape"
-            )
-        scale = self.temperature.logit_scale() if self.temperature is not None else logit_scale
-        q = F.normalize(q, dim=-1)
-        t = F.normalize(t, dim=-1)
-        n = q.shape[0]
-        ids = target_ids if self.use_target_ids else None
-        if ids is not None:
-            ids = torch.as_tensor(ids, device=q.device).reshape(-1)
-            if ids.shape[0] != n:
-                raise ValueError(f"cir_inbatch: target_ids has {ids.shape[0]} entries, "
-                                 f"expected {n}")
-        offset = 0
-        all_ids = ids
-        if get_world_size() > 1:
-            t = gather_features(t, self.gather_with_grad)
-            all_ids = gather_features(ids) if ids is not None else None
-            offset = get_rank() * n
-        logits = scale * q @ t.T
-        if ids is not None:
-            loss = soft_cross_entropy(logits, same_id_targets(ids, all_ids))
-        else:
-            labels = torch.arange(n, device=q.device) + offset
-            loss = F.cross_entropy(logits, labels)
-        return {"cir_inbatch_loss": loss}
+from mmret.objectives.cir_common import DEFAULT_CIR_TEMPERATURE, check_features, cir_temperature
 
 
 def bank_target_matrix(bank: Any) -> Tensor:
@@ -156,9 +46,15 @@ def sample_negatives(target_index: Tensor, bank_size: int, neg_num: int,
 
 @register_objective("cir_bank")
 class CirBankObjective(Objective):
-    """Stage-2 loss with a static negative bank ``B`` (M, d) of every training image::
+    """Stage-2 loss with a static negative bank ``B`` (M, d) of every training image.
+
+    Formula::
 
         L = -(1/B) Σ_b log softmax(q̂_b B̂ᵀ / τ)_{y_b}
+
+    Inputs:
+        ``query_features`` (B, d) (normalised here), ``target_index`` (B,) the targets'
+        bank rows; ``logit_scale`` (0-d) only with ``temperature=None``.
 
     ``q̂_b`` the normalised ``query_features`` (B, d), ``B̂`` the bank rows L2-normalised at
     use (the bank keeps raw features, docs/methods.md §6), ``y_b = target_index[b]`` the
@@ -176,7 +72,26 @@ class CirBankObjective(Objective):
         learn_temperature: learn τ (clamped to ``τ >= 1/max_logit_scale``).
         neg_num: -1 = every other bank image is a negative; k > 0 samples k.
         normalize_bank: normalise the bank rows at use (default; False trusts the caller).
-    Returns ``{"cir_bank_loss"}``.
+
+    Returns:
+        ``{"cir_bank_loss": L}`` (times ``weight``).
+
+    Defaults:
+        ``temperature`` τ = 0.02 frozen, ``neg_num=-1`` (the whole bank),
+        ``normalize_bank=True``, ``weight`` = 1.
+
+    Paper:
+        "Improving Composed Image Retrieval via Contrastive Learning with Scaling Positives
+        and Negatives" (ACM MM 2024), its static negative bank (stage 2).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from mmret.objectives import create_objective
+        >>> bank = torch.eye(6, 8)  # 6 training images
+        >>> loss = create_objective("cir_bank", bank=bank, neg_num=3)
+        >>> out = loss(query_features=bank[:4], target_index=torch.arange(4))
+        >>> sorted(out), bool(out["cir_bank_loss"] < 1e-6)  # each query is its target
+        (['cir_bank_loss'], True)
     """
 
     def __init__(
@@ -194,7 +109,7 @@ class CirBankObjective(Objective):
             neg_num != -1 and neg_num < 1
         ):
             raise ValueError(f"cir_bank: neg_num must be -1 or a positive integer, got {neg_num!r}")
-        self.temperature = _temperature(temperature, learn_temperature, max_logit_scale)
+        self.temperature = cir_temperature(temperature, learn_temperature, max_logit_scale)
         self.neg_num = neg_num
         self.normalize_bank = normalize_bank
         self.generator: torch.Generator | None = None
@@ -229,7 +144,7 @@ class CirBankObjective(Objective):
     ) -> dict[str, Tensor]:
         if self.bank is None:
             raise ValueError("cir_bank: no bank set; pass bank= or call set_bank(bank) first")
-        q = _check_features("query_features", query_features, self.name)
+        q = check_features("query_features", query_features, self.name)
         if q.shape[1] != self.bank.shape[1]:
             raise ValueError(
                 f"cir_bank: query_features have width {q.shape[1]} but the bank has "
