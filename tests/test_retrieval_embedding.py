@@ -36,7 +36,7 @@ SMALL = ["trainer.batch_size=8", "trainer.max_steps=4", "trainer.warmup_steps=1"
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes_embedding")
-    generate(root, num_images=60, seed=5, workers=1, progress=False, overwrite=True)
+    generate(root, num_images=120, seed=5, workers=1, progress=False, overwrite=True)
     return root
 
 
@@ -77,6 +77,20 @@ def _index_recall_equals_eval(run: Path, shapes: Path, tmp_path: Path) -> dict:
     towers = mmret.load_checkpoint(run)
     queries = encode_texts(towers.model, split.captions, towers.tokenizer).numpy()
     gold = [names[i] for i in split.text_to_image]
+    # the vectors mmret-eval scores: the run's task rebuilt from config.yaml, its embedding
+    from mmret.evaluate import load_run_task, load_towers
+
+    raw = load_towers(str(run), torch.device("cpu"))
+    task, objective = load_run_task(str(run), raw, torch.device("cpu"))
+    evaluated_embedding = task.retrieval_embedding(raw.model, objective)
+    eval_images = encode_images(evaluated_embedding, split.image_paths,
+                                transform=raw.eval_transform)
+    eval_queries = encode_texts(evaluated_embedding, split.captions, raw.tokenizer)
+    torch.testing.assert_close(torch.from_numpy(queries), eval_queries, rtol=0, atol=1e-6)
+    scores, ids = index.search(eval_queries.numpy(), 10)
+    expected = (eval_queries @ eval_images.T).topk(10, dim=1).values
+    torch.testing.assert_close(torch.from_numpy(np.asarray(scores, dtype=np.float32)),
+                               expected, rtol=0, atol=1e-5)
     from_index = _text_to_image_recall(index, queries, gold)
     evaluated = _evaluate(run, tmp_path / "eval", "eval.protocols=[image_text]")
     metrics = next(iter(evaluated["results"].values()))

@@ -148,23 +148,16 @@ class _PathDataset(torch.utils.data.Dataset):
         return self.transform(load_image(self.paths[index]))
 
 
-def _encode_images(teacher: Teacher, paths: Sequence[str], batch_size: int, num_workers: int,
-                   bar: Any) -> torch.Tensor:
-    transform = getattr(teacher, "transform", None)
-    chunks = []
-    if transform is not None:
-        loader = torch.utils.data.DataLoader(
-            _PathDataset(paths, transform), batch_size=batch_size, num_workers=num_workers
-        )
-        for images in loader:
-            chunks.append(teacher.encode(images).cpu())
-            bar.update(len(images))
-    else:
-        for start in range(0, len(paths), batch_size):
-            batch = paths[start:start + batch_size]
-            chunks.append(teacher.encode(batch).cpu())
-            bar.update(len(batch))
-    return torch.cat(chunks)
+def _encode(teacher: Teacher, items: Any, batch_size: int, num_workers: int, desc: str,
+            progress: bool) -> torch.Tensor:
+    """Every item through ``teacher.encode`` with the one encoder (batches, no-grad,
+    progress); images are decoded by ``num_workers`` processes when the teacher has a
+    transform, else the teacher receives the paths (or texts) themselves."""
+    from mmret.encoding import EncodeOptions, encode_with
+
+    options = EncodeOptions(batch_size=batch_size, num_workers=num_workers, normalize=False,
+                            progress=progress, desc=desc)
+    return encode_with(teacher.encode, items, options)
 
 
 def build_teacher_cache(
@@ -190,7 +183,6 @@ def build_teacher_cache(
         dtype: stored feature dtype (float32 or float16).
     """
     from safetensors.torch import save_file
-    from tqdm import tqdm
 
     if image_teacher is None and text_teacher is None:
         raise ValueError("build_teacher_cache: give an image teacher, a text teacher or both")
@@ -198,34 +190,30 @@ def build_teacher_cache(
         raise ValueError(f"build_teacher_cache: dtype must be float32 or float16, got {dtype}")
     tensors: dict[str, torch.Tensor] = {}
     metadata = {"format": CACHE_FORMAT, "fingerprint": str(fingerprint)}
-    total = (len(images) if image_teacher else 0) + (len(captions) if text_teacher else 0)
-    with tqdm(total=total, desc="teacher features", unit="item", disable=not progress) as bar:
-        if image_teacher is not None:
-            ids = _check_entries(images, "images")
-            paths = [str(entry[1]) for entry in images]
-            bar.set_description(f"teacher features (images, {image_teacher.name})")
-            features = _encode_images(image_teacher, paths, batch_size, num_workers, bar)
-            tensors["image_features"] = _finite(features.to(dtype).contiguous(), ids,
-                                                image_teacher.name, dtype)
-            tensors["image_ids"] = _encode_ids(ids)
-            metadata.update(image_teacher=image_teacher.name,
-                            image_preprocessing=image_teacher.preprocessing,
-                            image_normalized=str(image_teacher.normalize))
-        if text_teacher is not None:
-            ids = _check_entries(captions, "captions")
-            texts = [str(entry[1]) for entry in captions]
-            bar.set_description(f"teacher features (texts, {text_teacher.name})")
-            chunks = []
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start:start + batch_size]
-                chunks.append(text_teacher.encode(chunk).cpu())
-                bar.update(len(chunk))
-            tensors["text_features"] = _finite(torch.cat(chunks).to(dtype).contiguous(), ids,
-                                               text_teacher.name, dtype)
-            tensors["text_ids"] = _encode_ids(ids)
-            metadata.update(text_teacher=text_teacher.name,
-                            text_preprocessing=text_teacher.preprocessing,
-                            text_normalized=str(text_teacher.normalize))
+    if image_teacher is not None:
+        ids = _check_entries(images, "images")
+        paths = [str(entry[1]) for entry in images]
+        transform = getattr(image_teacher, "transform", None)
+        items = _PathDataset(paths, transform) if transform is not None else paths
+        features = _encode(image_teacher, items, batch_size, num_workers,
+                           f"teacher features (images, {image_teacher.name})", progress)
+        tensors["image_features"] = _finite(features.to(dtype).contiguous(), ids,
+                                            image_teacher.name, dtype)
+        tensors["image_ids"] = _encode_ids(ids)
+        metadata.update(image_teacher=image_teacher.name,
+                        image_preprocessing=image_teacher.preprocessing,
+                        image_normalized=str(image_teacher.normalize))
+    if text_teacher is not None:
+        ids = _check_entries(captions, "captions")
+        texts = [str(entry[1]) for entry in captions]
+        features = _encode(text_teacher, texts, batch_size, 0,
+                           f"teacher features (texts, {text_teacher.name})", progress)
+        tensors["text_features"] = _finite(features.to(dtype).contiguous(), ids,
+                                           text_teacher.name, dtype)
+        tensors["text_ids"] = _encode_ids(ids)
+        metadata.update(text_teacher=text_teacher.name,
+                        text_preprocessing=text_teacher.preprocessing,
+                        text_normalized=str(text_teacher.normalize))
     metadata["checksum"] = _checksum(tensors)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
