@@ -19,6 +19,7 @@ open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("open_clip_train.main", reason="open_clip_train needs open-clip-torch[training]")
 
 from mmret.integrations.open_clip import (  # noqa: E402
+    MODEL_CONFIGS,
     MMRetTrainingModule,
     ObjectiveLoss,
     build_objective,
@@ -32,20 +33,36 @@ from mmret.integrations.open_clip import (  # noqa: E402
 from mmret.integrations.open_clip.__main__ import main as cli_main  # noqa: E402
 
 MODEL = "mmret-oc-tiny"
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+#: the tiny model docs/open_clip.md runs, shipped as a config file
+CONFIG_FILE = MODEL_CONFIGS / f"{MODEL}.json"
+TINY_CONFIG = json.loads(CONFIG_FILE.read_text())
 LOSS_LINE = re.compile(r"(\w+_loss): ([0-9.]+) ")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("oc_configs")
-    (folder / f"{MODEL}.json").write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(folder)
+def tiny_model() -> str:
+    open_clip.add_model_config(MODEL_CONFIGS)
     return MODEL
+
+
+def test_shipped_tiny_config_is_a_valid_open_clip_model(tiny_model):
+    assert MODEL in open_clip.list_models()
+    assert open_clip.get_model_config(MODEL) == TINY_CONFIG
+    model, _, preprocess = open_clip.create_model_and_transforms(MODEL)
+    tokenizer = open_clip.get_tokenizer(MODEL)
+    from PIL import Image
+
+    image = preprocess(Image.new("RGB", (50, 40), (200, 30, 30)))[None]
+    assert image.shape == (1, 3, 32, 32)
+    tokens = tokenizer(["a red square"])
+    assert tokens.shape == (1, 16)
+    with torch.no_grad():
+        image_features = model.encode_image(image, normalize=True)
+        text_features = model.encode_text(tokens, normalize=True)
+    assert image_features.shape == text_features.shape == (1, TINY_CONFIG["embed_dim"])
+    torch.testing.assert_close(image_features.norm(dim=-1), torch.ones(1))
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 5_000_000  # tiny: trains on a CPU in seconds (docs/open_clip.md)
 
 
 def common_flags(logs: Path, name: str) -> list[str]:

@@ -5,7 +5,13 @@
 open_clip_train's own ``main``; :func:`run` is the same from Python and
 :func:`export_open_clip_checkpoint` turns a run's checkpoint into weights that
 ``open_clip.create_model_and_transforms(..., pretrained=...)`` loads.
+
+:data:`MODEL_CONFIGS` is the folder of the open_clip model configs shipped with mmret
+(``mmret-oc-tiny``: the tiny CPU model of docs/open_clip.md), for ``--mmret-model-config``
+or ``open_clip.add_model_config``.
 """
+
+from pathlib import Path
 
 from mmret.integrations.open_clip.data import (
     BatchExtras,
@@ -22,10 +28,14 @@ from mmret.integrations.open_clip.module import (
 )
 from mmret.integrations.open_clip.objective import ObjectiveLoss, build_objective, model_embed_dim
 
+#: open_clip model configs shipped with mmret (``mmret-oc-tiny.json``)
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+
 #: open_clip versions this integration is tested with (docs/open_clip.md)
 SUPPORTED_OPEN_CLIP = ("3.3.0 (installed API)", "main with open_clip.create_task (task layer)")
 
 __all__ = [
+    "MODEL_CONFIGS",
     "MODEL_OUTPUTS",
     "SUPPORTED_OPEN_CLIP",
     "BatchExtras",
