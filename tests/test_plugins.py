@@ -276,8 +276,9 @@ def _weights(checkpoint: Path) -> dict[str, np.ndarray]:
 
 
 def _cli(module: str, args: list[str], cwd: Path, pythonpath: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1",
-           "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(pythonpath), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -330,6 +331,16 @@ def test_mmret_train_then_mmret_eval_run_a_plugin_from_the_command_line(plugin_d
     (train_result,) = [v for k, v in trained.items() if "plugin_cos" in k]
     assert train_result["mean_cos"] == pytest.approx(expected, rel=1e-5)
     assert train_result["pairs"] == 8
+
+    # mmret.load_checkpoint in a new process imports the tower's module from towers.json
+    code = (f"import mmret; t = mmret.load_checkpoint({str(run)!r}); "
+            "print(type(t.tokenizer).__module__, type(t.tokenizer).__name__)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(plugin_dir), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == [f"{PLUGIN}.tower", "WordHashTokenizer"]
 
     # mmret-eval re-imports the plugin from the run's config.yaml (no imports= given)
     out = tmp_path / "eval"
@@ -387,9 +398,11 @@ def test_in_process_plugin_trains_evaluates_and_its_checkpoint_reloads(
     weights = _weights(run / "checkpoints" / "last" / "model.safetensors")
     images, captions = _read_pairs(data, "test")
     image, text = _reference_features(weights, images, captions)
+    from PIL import Image
+
     with torch.no_grad():
-        got = towers.model.encode_image(torch.stack(
-            [towers.eval_transform(__import__("PIL.Image").Image.open(p)) for p in images]))
+        got = towers.model.encode_image(
+            torch.stack([towers.eval_transform(Image.open(p)) for p in images]))
     np.testing.assert_allclose(got.numpy(), image, rtol=1e-5, atol=1e-6)
 
     ecfg.checkpoint = str(run)
@@ -459,13 +472,18 @@ def test_unknown_data_formats_list_the_registered_ones(tmp_path):
         write_dataset_shards("coco", tmp_path / "out")
 
 
-def test_a_plugin_data_format_converts_to_shards(plugin_module, plugin_dir, tmp_path):
-    from mmret.data.shards import shard_formats, write_dataset_shards
+def test_a_plugin_data_format_converts_to_shards(plugin_module, plugin_dir, tmp_path, capsys):
+    from mmret.data.shards import read_manifest, shard_formats
+    from mmret.data.shards_cli import main as shards_main
 
     assert "plugin_tsv" in shard_formats()
-    manifest = write_dataset_shards("plugin_tsv", tmp_path / "shards", root=plugin_dir / "data",
-                                    annotation="pairs.tsv", split="test", image_root=".")
-    assert manifest.num_samples == 8
+    args = ["write", "--format", "plugin_tsv", "--root", str(plugin_dir / "data"),
+            "--annotation", "pairs.tsv", "--split", "test", "--out", str(tmp_path / "shards")]
+    assert shards_main([*args, "--imports", f"{PLUGIN}.tower"]) == 0
+    manifest = read_manifest(tmp_path / "shards")
+    assert (manifest.num_samples, manifest.num_captions) == (8, 8)
+    assert shards_main([*args, "--imports", "not_a_module_xyz"]) == 2
+    assert "--imports: no module named 'not_a_module_xyz'" in capsys.readouterr().err
 
 
 def test_bad_imports_are_config_errors_naming_the_key_and_module(tmp_path, monkeypatch):
@@ -560,7 +578,8 @@ def test_entry_points_in_a_fresh_interpreter(tmp_path):
                          "'mmret-tiny', **kw))\n"})
     code = ("import mmret; t = mmret.create_towers('ep-tiny', vision={'depth': 1}); "
             "print(len(t.model.visual.encoder.layers), 'ep-tiny' in mmret.towers.list_towers())")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

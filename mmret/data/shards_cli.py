@@ -19,13 +19,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from mmret.data.shards import FORMATS, read_manifest, write_dataset_shards
+from mmret.plugins import PluginError, import_modules
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmret-shards", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="convert a dataset into shards + manifest.json")
-    w.add_argument("--format", required=True, choices=FORMATS)
+    w.add_argument("--format", required=True,
+                   help=f"{', '.join(FORMATS)}, or a format a plugin registers")
+    w.add_argument("--imports", default="",
+                   help="comma-separated plugin modules to import first (their formats)")
     w.add_argument("--out", required=True, help="shard folder to create")
     w.add_argument("--root", default=".", help="dataset folder (relative paths resolve here)")
     w.add_argument("--annotation", help="annotation JSON (karpathy/albef) or JSONL (text_pairs)")
@@ -54,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     try:
+        import_modules([x.strip() for x in args.imports.split(",") if x.strip()], "--imports")
         manifest = write_dataset_shards(
             args.format, args.out, root=args.root, annotation=args.annotation, split=args.split,
             image_root=args.image_root,
@@ -61,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source=args.source, category=args.category, maxcount=args.maxcount,
             max_images=args.max_images, name=args.name, overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, PluginError) as exc:
         print(f"mmret-shards: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {manifest.num_samples} records ({manifest.num_captions} captions) in "
