@@ -238,7 +238,9 @@ def _orig(paths, resolved):
 
 
 def test_generated_triplets_mix_into_training(shapes, tmp_path):
-    paths = _scene_images(tmp_path / "imgs", count=16)
+    other = tmp_path / "other_shapes"  # images of another shapes benchmark: new images
+    generate(other, num_images=16, seed=11, languages=("en",), workers=1, progress=False)
+    paths = sorted(str(p) for p in layout(other).images_dir.glob("*.png"))
     generate_triplets(paths, ShapesDescriber(), tmp_path / "gen", rank_min=1, rank_max=8,
                       embed_fn=pixel_embed(8), progress=False)
     train = load_cirr(shapes.cirr_root, "train", image_root=shapes.root)
@@ -250,16 +252,22 @@ def test_generated_triplets_mix_into_training(shapes, tmp_path):
     assert item["reference_id"] >= train.num_images
 
 
-def test_triplets_cli_and_errors(tmp_path, capsys):
-    _scene_images(tmp_path / "imgs", count=12)
-    rc = triplets_main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"),
+def test_triplets_cli_and_errors(shapes, tmp_path, capsys):
+    listing = tmp_path / "images.txt"  # 12 images of the shapes benchmark, one per line
+    listing.write_text("".join(f"{p}\n" for p in sorted(shapes.images_dir.glob("*.png"))[:12]))
+    rc = triplets_main(["--images", str(listing), "--out", str(tmp_path / "o"),
                         "--rank-min", "1", "--rank-max", "6", "--no-progress",
                         "--template", "{tgt} instead of {ref}"])
     assert rc == 0 and "12 triplets" in capsys.readouterr().out
     assert load_generated_triplets(tmp_path / "o").num_queries == 12
-    assert triplets_main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "p"),
+    assert triplets_main(["--images", str(listing), "--out", str(tmp_path / "p"),
                           "--rank-max", "50", "--no-progress"]) == 2
     assert "rank_max: 50 exceeds" in capsys.readouterr().err
+    # scenes rendered outside a generated benchmark are not shapes-benchmark images
+    _scene_images(tmp_path / "imgs", count=12)
+    assert triplets_main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "q"),
+                          "--rank-min", "1", "--rank-max", "6", "--no-progress"]) == 2
+    assert "shapes benchmark only: 12 of 12 images" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"must use the fields \{ref\} and/or \{tgt\} only"):
         generate_triplets([], ShapesDescriber(), tmp_path / "q", templates=["{x}"],
                           embed_fn=pixel_embed())
@@ -271,8 +279,10 @@ def test_fashioniq_format_needs_one_folder(tmp_path):
     a = _scene_images(tmp_path / "a", count=6)
     b = _scene_images(tmp_path / "b", count=6, seed=1)
     with pytest.raises(ValueError, match="must share one folder"):
-        generate_triplets(a + b, ShapesDescriber(), tmp_path / "o", format="fashioniq",
-                          rank_min=1, rank_max=5, embed_fn=pixel_embed(8), progress=False)
+        # a plain function: the caller's own captioner, not the benchmark-only describer
+        generate_triplets(a + b, lambda ims: ShapesDescriber()(ims), tmp_path / "o",
+                          format="fashioniq", rank_min=1, rank_max=5, embed_fn=pixel_embed(8),
+                          progress=False)
 
 
 def test_collator_batch_fields(shapes):

@@ -5,9 +5,12 @@ Steps of :func:`generate_triplets`:
 
 1. exact duplicates are removed by content hash (sha256 of the decoded RGB pixels and
    size), the first occurrence kept; the removed ones are counted and reported;
-2. a pluggable captioner (``list[PIL.Image] -> list[str]``, e.g. :class:`HFCaptioner`,
-   or :class:`~mmret.data.synthetic.describer.ShapesDescriber` for the shapes benchmark)
-   describes each image in a few words;
+2. a pluggable captioner describes each image in a few words: a callable
+   ``list[PIL.Image] -> list[str]`` (:class:`HFCaptioner`, or
+   :class:`~mmret.data.synthetic.describer.ShapesDescriber` for images of the shapes
+   benchmark only — others are refused, :func:`check_shapes_images`), or an object with
+   ``caption_paths(list[str]) -> list[str]`` (:class:`DatasetCaptioner`: the data set's
+   own captions). A captioner may offer ``check_paths(paths)``, called before any work;
 3. ``embed_fn`` (``list[PIL.Image] -> (n, d)`` features) embeds the images; an exact
    inner-product index (:mod:`mmret.index`, features L2-normalised) ranks every other
    image by similarity, and each reference gets a target drawn uniformly from the ranks
@@ -64,7 +67,11 @@ DEFAULT_SET_SIZE = 6
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "CaptionerLoadError",
+    "DatasetCaptioner",
     "HFCaptioner",
+    "ShapesCaptioner",
+    "check_shapes_images",
     "TripletReport",
     "content_hash",
     "deduplicate_images",
@@ -77,9 +84,33 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- captioners
+class CaptionerLoadError(RuntimeError):
+    """A captioner's model could not be found or loaded (the message says what to do)."""
+
+
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host opens within ``timeout`` seconds (one
+    attempt, so an offline machine is told at once instead of after the hub client's
+    retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class HFCaptioner:
-    """A Hugging Face ``image-to-text`` pipeline as a captioner (imported lazily; needs the
-    model in the local cache or network access).
+    """A Hugging Face ``image-to-text`` pipeline as a captioner (imported lazily).
+
+    The model is looked up first as a local folder, then in the hub cache (no network);
+    only when it is in neither is it downloaded, and an offline machine
+    (``HF_HUB_OFFLINE=1``, or the hub unreachable in one 3 s attempt) gets one
+    :class:`CaptionerLoadError` saying what to do instead of the hub client's retries.
 
     Args:
         model: a hub id or local folder (default BLIP base).
@@ -87,6 +118,7 @@ class HFCaptioner:
         batch_size: images per pipeline call.
         max_new_tokens: caption length limit ("a few words").
         prompt: optional conditional prefix (BLIP), e.g. "a photo of".
+        cache_dir: the hub cache to look in (default: huggingface_hub's).
     """
 
     def __init__(
@@ -96,6 +128,7 @@ class HFCaptioner:
         batch_size: int = 16,
         max_new_tokens: int = 20,
         prompt: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
         **pipeline_kwargs: Any,
     ) -> None:
         self.model = model
@@ -103,16 +136,63 @@ class HFCaptioner:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.prompt = prompt
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.pipeline_kwargs = pipeline_kwargs
         self._pipe: Any = None
 
+    def _fail(self, why: str) -> CaptionerLoadError:
+        return CaptionerLoadError(
+            f"cannot load the Hugging Face captioner {self.model!r}: {why}. Download it once "
+            f"where there is network (`hf download {self.model}`, into the cache "
+            f"{self.cache_dir}) and copy that cache here, or pass a local model folder "
+            "(--hf-model DIR); or caption with the data set's own captions instead "
+            "(--captioner dataset --annotation FILE)"
+        )
+
+    def resolve_model(self) -> str:
+        """A local folder holding the model, or the hub id when it is to be downloaded
+        (see the class docstring); :class:`CaptionerLoadError` when neither can work."""
+        if os.path.isdir(os.path.expanduser(self.model)):
+            return os.path.expanduser(self.model)
+        from huggingface_hub import constants, snapshot_download
+
+        if self.cache_dir is None:
+            self.cache_dir = str(constants.HF_HUB_CACHE)
+        try:
+            return snapshot_download(self.model, cache_dir=self.cache_dir,
+                                     local_files_only=True)
+        except Exception:  # not cached (LocalEntryNotFoundError), or an invalid repo id
+            pass
+        if constants.HF_HUB_OFFLINE:
+            raise self._fail("it is not in the local cache and the hub is off "
+                             "(HF_HUB_OFFLINE=1)")
+        if not _hub_reachable(constants.ENDPOINT):
+            raise self._fail(f"it is not in the local cache and {constants.ENDPOINT} cannot "
+                             "be reached (no network)")
+        return self.model
+
+    def _load(self, source: str) -> Any:
+        """The transformers pipeline of ``source`` (a local folder or a hub id)."""
+        from transformers import pipeline
+
+        return pipeline("image-to-text", model=source, device=self.device,
+                        **self.pipeline_kwargs)
+
     def _pipeline(self) -> Any:
         if self._pipe is None:
-            from transformers import pipeline
-
-            self._pipe = pipeline("image-to-text", model=self.model, device=self.device,
-                                  **self.pipeline_kwargs)
+            source = self.resolve_model()
+            try:
+                self._pipe = self._load(source)
+            except Exception as exc:  # hub, file and config errors come in many types
+                reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                raise self._fail(f"loading {source} failed ({type(exc).__name__}: "
+                                 f"{reason})") from None
         return self._pipe
+
+    def check_paths(self, paths: Sequence[str]) -> None:
+        """Load the model before any other work (an offline failure comes first)."""
+        del paths
+        self._pipeline()
 
     def __call__(self, images: list[Image.Image]) -> list[str]:
         kwargs: dict[str, Any] = {"batch_size": self.batch_size,
@@ -128,6 +208,142 @@ class HFCaptioner:
                 text = text[len(self.prompt):].strip()
             texts.append(text)
         return texts
+
+
+class DatasetCaptioner:
+    """The data set's own captions as the captioner: each image gets caption number
+    ``caption`` of its annotation record (the first by default), looked up by the image's
+    real path. ``mmret-cir-triplets --captioner dataset --annotation FILE``.
+
+    Args:
+        captions: real image path -> its captions.
+        source: the annotation file (named in errors).
+        caption: which caption of each image (cycling when an image has fewer).
+    """
+
+    def __init__(self, captions: dict[str, list[str]], source: str = "the annotation",
+                 caption: int = 0) -> None:
+        if caption < 0:
+            raise ValueError(f"caption: expected >= 0, got {caption}")
+        self.captions = {os.path.realpath(p): list(c) for p, c in captions.items() if c}
+        self.source = source
+        self.caption = caption
+
+    @classmethod
+    def from_annotation(cls, annotation: str | os.PathLike,
+                        image_root: str | os.PathLike | None = None, format: str = "karpathy",
+                        caption: int = 0) -> DatasetCaptioner:
+        """Captions of every image of a Karpathy-format (all splits) or ALBEF-style
+        annotation; ``image_root`` defaults to the annotation's folder."""
+        from mmret.data.retrieval import KARPATHY_SPLITS, load_albef, load_karpathy
+
+        root = Path(image_root) if image_root is not None else Path(annotation).parent
+        if format == "albef":
+            splits = [load_albef(annotation, root)]
+        elif format == "karpathy":
+            splits = []
+            for name in KARPATHY_SPLITS:
+                try:
+                    splits.append(load_karpathy(annotation, root, name, restval_as_train=False))
+                except ValueError as exc:  # this split is absent from the file
+                    if f"no images with split {name!r}" not in str(exc):
+                        raise
+        else:
+            raise ValueError(f"format: expected 'karpathy' or 'albef', got {format!r}")
+        captions: dict[str, list[str]] = {}
+        for split in splits:
+            for path, texts in zip(split.image_paths, split.image_to_texts(), strict=True):
+                captions.setdefault(path, []).extend(split.captions[t] for t in texts)
+        return cls(captions, str(annotation), caption)
+
+    @property
+    def paths(self) -> list[str]:
+        """Every image the annotation captions (sorted real paths)."""
+        return sorted(self.captions)
+
+    def caption_paths(self, paths: Sequence[str]) -> list[str]:
+        """The captions of ``paths``; an image the annotation does not caption is an error."""
+        keys = [os.path.realpath(p) for p in paths]
+        missing = [p for p, k in zip(paths, keys, strict=True) if k not in self.captions]
+        if missing:
+            raise ValueError(
+                f"--captioner dataset: {len(missing)} of {len(paths)} images have no caption "
+                f"in {self.source} (first: {missing[0]}); give --images only images of that "
+                "annotation (or leave --images out to use all of them), or --image-root the "
+                "folder its paths are relative to"
+            )
+        out = []
+        for key in keys:
+            texts = self.captions[key]
+            out.append(texts[self.caption % len(texts)])
+        return out
+
+    def __call__(self, images: list[Image.Image]) -> list[str]:
+        raise TypeError("DatasetCaptioner captions by path: use caption_paths(paths) "
+                        "(generate_triplets does)")
+
+
+_SHAPES_FOLDERS: dict[str, bool] = {}
+
+
+def _is_shapes_folder(folder: Path) -> bool:
+    """Whether ``folder`` is the image folder of a generated shapes benchmark: its parent
+    holds the benchmark's ``manifest.json`` (``name: shapes``) naming it as ``image_dir``."""
+    key = str(folder)
+    if key not in _SHAPES_FOLDERS:
+        manifest = folder.parent / "manifest.json"
+        ok = False
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+                ok = (isinstance(data, dict) and data.get("name") == "shapes"
+                      and data.get("image_dir") == folder.name)
+            except (OSError, ValueError):
+                ok = False
+        _SHAPES_FOLDERS[key] = ok
+    return _SHAPES_FOLDERS[key]
+
+
+def check_shapes_images(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse images that are not from a generated shapes benchmark (see
+    :func:`_is_shapes_folder`): the shapes describer would describe shapes in them."""
+    bad = [str(p) for p in paths
+           if not (_is_shapes_folder(Path(p).absolute().parent)
+                   or _is_shapes_folder(Path(p).resolve().parent))]
+    if bad:
+        folder = Path(bad[0]).absolute().parent
+        raise ValueError(
+            f"--captioner shapes describes images of the shapes benchmark only: {len(bad)} of "
+            f"{len(paths)} images are not (first: {bad[0]}; {folder.parent / 'manifest.json'} "
+            "is not a shapes manifest naming its folder, as mmret-synth writes). For other "
+            "images use --captioner dataset --annotation FILE (their own captions) or "
+            "--captioner hf (in Python: DatasetCaptioner.from_annotation(...) or HFCaptioner())"
+        )
+
+
+class ShapesCaptioner:
+    """:class:`~mmret.data.synthetic.describer.ShapesDescriber` restricted to images of the
+    shapes benchmark (:func:`check_shapes_images` runs before any work)."""
+
+    def __init__(self, describer: Any = None) -> None:
+        if describer is None:
+            from mmret.data.synthetic.describer import ShapesDescriber
+
+            describer = ShapesDescriber()
+        self.describer = describer
+
+    def check_paths(self, paths: Sequence[str | os.PathLike]) -> None:
+        check_shapes_images(paths)
+
+    def __call__(self, images: list[Image.Image]) -> list[str]:
+        return self.describer(images)
+
+
+def _as_checked_captioner(captioner: Any) -> Any:
+    """A bare ShapesDescriber becomes a :class:`ShapesCaptioner` (benchmark images only)."""
+    from mmret.data.synthetic.describer import ShapesDescriber
+
+    return ShapesCaptioner(captioner) if isinstance(captioner, ShapesDescriber) else captioner
 
 
 # ----------------------------------------------------------------------------- steps
@@ -289,7 +505,9 @@ def generate_triplets(
 
     Args:
         image_paths: the unlabelled images.
-        captioner: ``list[PIL.Image] -> list[str]`` ("a few words" per image).
+        captioner: ``list[PIL.Image] -> list[str]`` ("a few words" per image), or an
+            object with ``caption_paths(paths)`` (:class:`DatasetCaptioner`); a bare
+            ``ShapesDescriber`` refuses images that are not from the shapes benchmark.
         out_dir: output folder (JSON files; images stay where they are).
         format: "cirr" or "fashioniq" (FashionIQ needs one image folder, see errors).
         rank_min, rank_max: the target window of each reference's similarity ranking
@@ -312,9 +530,10 @@ def generate_triplets(
     if embed_fn is None:
         raise ValueError("embed_fn: required (list[PIL.Image] -> (n, d) image features used "
                          "to rank images by similarity)")
-    if not callable(captioner):
-        raise ValueError(f"captioner: expected a callable list[PIL.Image] -> list[str], got "
-                         f"{type(captioner).__name__}")
+    if not callable(captioner) and not callable(getattr(captioner, "caption_paths", None)):
+        raise ValueError(f"captioner: expected a callable list[PIL.Image] -> list[str] or an "
+                         f"object with caption_paths(paths), got {type(captioner).__name__}")
+    captioner = _as_checked_captioner(captioner)
     if set_size < 2:
         raise ValueError(f"set_size: expected >= 2, got {set_size}")
     templates = _check_templates(templates)
@@ -322,9 +541,19 @@ def generate_triplets(
         raise ValueError("templates: FashionIQ needs two relative captions per triplet; give "
                          "at least two templates")
     out = Path(out_dir)
+    check = getattr(captioner, "check_paths", None)
+    if callable(check):
+        check([str(p) for p in image_paths])
     paths, duplicates = deduplicate_images(image_paths, progress)
-    captions = [str(c) for c in _in_batches(paths, captioner, batch_size, "captioning",
-                                            progress)]
+    by_path = getattr(captioner, "caption_paths", None)
+    if callable(by_path):
+        captions = [str(c) for c in by_path(paths)]
+        if len(captions) != len(paths):
+            raise ValueError(f"captioning: returned {len(captions)} captions for "
+                             f"{len(paths)} images")
+    else:
+        captions = [str(c) for c in _in_batches(paths, captioner, batch_size, "captioning",
+                                                progress)]
     features = np.concatenate([np.asarray(f, dtype=np.float32).reshape(1, -1) for f in
                                _in_batches(paths, embed_fn, batch_size, "embedding",
                                            progress)])

@@ -1,11 +1,16 @@
 """``mmret-cir-triplets``: generate composed-retrieval triplets from unlabelled images.
 
     mmret-cir-triplets --images DIR_OR_LIST --out OUT [--format cirr|fashioniq]
-        [--captioner shapes|hf] [--hf-model NAME] [--embed pixels|checkpoint]
+        [--captioner shapes|dataset|hf] [--annotation FILE [--annotation-format karpathy|albef]
+        [--image-root DIR]] [--hf-model NAME] [--embed pixels|checkpoint]
         [--checkpoint RUN_DIR] [--rank-min 10 --rank-max 100] [--template T ...]
 
 ``--images`` is a folder (every .png/.jpg/.jpeg/.webp in it, sorted) or a text file with one
-path per line. ``--embed pixels`` ranks images by their down-sampled pixels (no model);
+path per line. Captioners: ``shapes`` describes the shapes benchmark's images (others are
+refused), ``dataset`` uses the data set's own captions (``--annotation``, Karpathy or ALBEF;
+without ``--images`` every image it captions), ``hf`` a Hugging Face image-to-text model
+(from the local cache, else downloaded). ``--embed pixels`` ranks images by their
+down-sampled pixels (no model);
 ``--embed checkpoint`` uses the image tower of ``--checkpoint`` (loaded with
 ``mmret.load_checkpoint``, imported only here).
 """
@@ -62,12 +67,21 @@ def model_embed(towers: Any, device: str = "cpu"):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmret-cir-triplets", description=__doc__.split("\n")[0])
-    p.add_argument("--images", required=True)
+    p.add_argument("--images", default=None,
+                   help="image folder or list file (optional with --captioner dataset)")
     p.add_argument("--out", required=True)
     p.add_argument("--format", choices=("cirr", "fashioniq"), default="cirr")
     p.add_argument("--split", default="train")
     p.add_argument("--category", default="dress")
-    p.add_argument("--captioner", choices=("shapes", "hf"), default="shapes")
+    p.add_argument("--captioner", choices=("shapes", "dataset", "hf"), default="shapes")
+    p.add_argument("--annotation", default=None,
+                   help="--captioner dataset: the annotation file with the images' captions")
+    p.add_argument("--annotation-format", choices=("karpathy", "albef"), default="karpathy")
+    p.add_argument("--image-root", default=None,
+                   help="folder the annotation's image paths are relative to (default: its "
+                        "folder)")
+    p.add_argument("--caption-index", type=int, default=0,
+                   help="--captioner dataset: which caption of each image (default: first)")
     p.add_argument("--hf-model", default="Salesforce/blip-image-captioning-base")
     p.add_argument("--embed", choices=("pixels", "checkpoint"), default="pixels")
     p.add_argument("--checkpoint", default=None)
@@ -83,17 +97,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mmret.data.triplets import DEFAULT_TEMPLATES, HFCaptioner, generate_triplets
+    from mmret.data.triplets import (
+        DEFAULT_TEMPLATES,
+        CaptionerLoadError,
+        DatasetCaptioner,
+        HFCaptioner,
+        ShapesCaptioner,
+        generate_triplets,
+    )
 
     args = _parser().parse_args(argv)
     try:
-        paths = list_images(args.images)
-        if args.captioner == "hf":
-            captioner: Any = HFCaptioner(args.hf_model, device=args.device)
+        if args.captioner == "dataset":
+            if not args.annotation:
+                raise ValueError("--captioner dataset needs --annotation FILE (the data set's "
+                                 "annotation with the images' captions)")
+            captioner: Any = DatasetCaptioner.from_annotation(
+                args.annotation, args.image_root, args.annotation_format, args.caption_index)
+        elif args.annotation:
+            raise ValueError(f"--annotation is read by --captioner dataset only (got "
+                             f"--captioner {args.captioner})")
+        elif args.captioner == "hf":
+            captioner = HFCaptioner(args.hf_model, device=args.device)
         else:
-            from mmret.data.synthetic.describer import ShapesDescriber
-
-            captioner = ShapesDescriber()
+            captioner = ShapesCaptioner()
+        if args.images is None:
+            if args.captioner != "dataset":
+                raise ValueError(f"--images is required with --captioner {args.captioner}")
+            paths = captioner.paths
+        else:
+            paths = list_images(args.images)
         if args.embed == "checkpoint":
             if not args.checkpoint:
                 raise ValueError("--embed checkpoint needs --checkpoint RUN_DIR")
@@ -108,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed, embed_fn=embed_fn, split=args.split, category=args.category,
             batch_size=args.batch_size, progress=not args.no_progress,
         )
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CaptionerLoadError) as err:
         print(f"mmret-cir-triplets: error: {err}", file=sys.stderr)
         return 2
     print(f"{report.num_input} images, {report.num_duplicates} exact duplicates removed, "
