@@ -8,8 +8,9 @@ the annotation file, the record and the field:
 - an absolute path (``/etc/passwd``) or an empty one;
 - a path that leaves the base lexically (``../../etc/passwd``, ``a/../../x``);
 - a path that leaves it through a symbolic link (a link inside the image folder pointing
-  elsewhere). The base folder itself may be a link (``data/coco/images -> /mnt/coco``):
-  paths are compared after resolving it.
+  elsewhere); the message says to set ``image_root`` to the real folder when the link is
+  the user's own image folder. The base folder itself may be a link
+  (``data/coco/images -> /mnt/coco``): paths are compared after resolving it.
 
 The returned path is ``os.path.join(base, path)``, exactly what the loaders built before
 the check. Cost: one ``lstat`` per path plus one ``realpath`` per distinct folder.
@@ -61,8 +62,24 @@ class PathResolver:
         if not _inside(real, self._real_base):
             raise self._fail(
                 f"path {relative!r} resolves through a symbolic link to {real}, outside the "
-                f"image root {self.base}", record, line, field)
+                f"image root {self.base}; {self._link_hint(relative, real)}", record, line,
+                field)
         return os.path.join(self.base, relative)
+
+    def _link_hint(self, relative: str, real: str) -> str:
+        """What to set when a linked folder inside the image root is the user's own image
+        folder (on another disk): ``image_root`` = the real folder (a link as the image root
+        itself is followed)."""
+        rel = os.path.normpath(relative)
+        suffix = os.sep + rel
+        if real.endswith(suffix):
+            target = real[: -len(suffix)] or os.sep
+            return (f"if that is your image folder, set image_root to the real folder {target} "
+                    "(data.train.image_root / data.eval.<protocol>.image_root; the image "
+                    "root itself may be a link)")
+        return ("if that is your image folder, set image_root to the real folder that holds "
+                f"{rel} (data.train.image_root / data.eval.<protocol>.image_root; the image "
+                "root itself may be a link)")
 
     def _real(self, joined: str) -> str:
         parent, name = os.path.split(joined)

@@ -60,10 +60,7 @@ def ensure_dataset(cfg: DataConfig, root: Path) -> None:
     if cfg.check_file is None or (root / cfg.check_file).is_file():
         return
     if not cfg.generate_if_missing:
-        raise ConfigError(
-            f"data.root: {root / cfg.check_file} not found; download the dataset there or set "
-            "data.generate_if_missing=true for the synthetic benchmark"
-        )
+        raise ConfigError(missing_dataset_message(cfg, root))
     from mmret.data.synthetic import generate  # type: ignore[attr-defined]
 
     root.mkdir(parents=True, exist_ok=True)
@@ -73,6 +70,29 @@ def ensure_dataset(cfg: DataConfig, root: Path) -> None:
             f"generated the synthetic benchmark in {root} but {cfg.check_file} is not there; "
             "check data.check_file"
         )
+
+
+def missing_dataset_message(cfg: DataConfig, root: Path) -> str:
+    """What to do when ``root/check_file`` is absent. Synthetic data (a config with a
+    ``generate`` block) can be generated; real data needs its folder (``data.root``) or
+    the file's real name (``data.check_file`` and the sources' ``annotation`` keys)."""
+    path = root / str(cfg.check_file)
+    if cfg.generate:
+        return (f"data.root: {path} not found; set data.generate_if_missing=true to generate "
+                f"the synthetic benchmark there, or data.root to where it is")
+    keys = ["data.check_file"]
+    if isinstance(cfg.train, dict) and "annotation" in cfg.train:
+        keys.append("data.train.annotation")
+    keys += [f"data.eval.{name}.annotation" for name, node in dict(cfg.eval or {}).items()
+             if isinstance(node, dict) and "annotation" in node]
+    found = sorted(p.name for p in root.glob("*.json")) if root.is_dir() else []
+    name = found[0] if len(found) == 1 else "<annotation file>"
+    where = (f"{root} holds {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}"
+             if found else f"{root} {'has no .json file' if root.is_dir() else 'does not exist'}")
+    return (f"data.root: {path} not found (data.check_file={cfg.check_file!r} is the file "
+            f"whose presence means the data set is in place); {where}. Point data.root at "
+            "the data set's folder, or, if its annotation has another name, set "
+            + " ".join(f"{k}={name}" for k in keys) + " (paths relative to data.root)")
 
 
 def prepare_data(cfg: DataConfig, root: Path) -> None:
