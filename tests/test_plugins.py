@@ -357,13 +357,33 @@ def test_mmret_train_then_mmret_eval_run_a_plugin_from_the_command_line(plugin_d
 # ------------------------------------------------------------------ in-process (default run)
 
 
+def _registries() -> list[Registry]:
+    from mmret.data.composed_sources import COMPOSED_FORMATS
+    from mmret.data.sources import MULTILINGUAL_FORMATS, RETRIEVAL_FORMATS
+    from mmret.evaluation import PROTOCOLS
+    from mmret.fusion import FUSIONS
+    from mmret.objectives import OBJECTIVES
+    from mmret.tasks import TASKS
+    from mmret.towers import TOWERS
+
+    return [COMPOSED_FORMATS, MULTILINGUAL_FORMATS, RETRIEVAL_FORMATS, PROTOCOLS, FUSIONS,
+            OBJECTIVES, TASKS, TOWERS]
+
+
 @pytest.fixture
 def plugin_module(plugin_dir, monkeypatch):
-    """The plugin imported through ``imports`` (once per process: its names stay)."""
+    """The plugin imported through ``imports``; its names and modules are removed again
+    afterwards, so the other tests see mmret's registries as they are."""
+    before = {id(r): set(r._items) for r in _registries()}
     monkeypatch.syspath_prepend(str(plugin_dir))
     modules = [f"{PLUGIN}.tower", f"{PLUGIN}.training"]
     assert import_plugins(modules) == modules
-    return sys.modules[f"{PLUGIN}.tower"]
+    yield sys.modules[f"{PLUGIN}.tower"]
+    for registry in _registries():
+        for name in set(registry._items) - before[id(registry)]:
+            del registry._items[name]
+    for name in [m for m in sys.modules if m == PLUGIN or m.startswith(PLUGIN + ".")]:
+        del sys.modules[name]
 
 
 def test_in_process_plugin_trains_evaluates_and_its_checkpoint_reloads(

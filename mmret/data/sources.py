@@ -24,6 +24,13 @@ format (:mod:`mmret.data.collate`), that accept the sampler's ``(index, seed)`` 
 that state ``captions_per_sample`` (K caption rows per sample) and ``sample_fields``.
 Evaluation sources return the protocol's evaluation set (:class:`ImageTextEvalSet`,
 :class:`MultilingualEvalSet`, ...).
+
+The annotation formats the sources read (their ``format`` key) are registries: image-text
+formats (:data:`RETRIEVAL_FORMATS`: ``karpathy``, ``albef``) and multilingual ones
+(:data:`MULTILINGUAL_FORMATS`: ``iglue``, ``multi30k``, ``xtd``); a plugin adds its own
+with :func:`register_retrieval_format` / :func:`register_multilingual_format`
+(:mod:`mmret.plugins`), and ``karpathy_pairs``, ``karpathy_eval``, the multilingual
+sources and ``mmret-shards`` read it like a built-in one.
 """
 
 from __future__ import annotations
