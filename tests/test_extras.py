@@ -244,3 +244,22 @@ def test_make_setup_installs_every_extra_and_keeps_the_torch_pins():
     installed = _expand(set(installs[0].split(",")), table)
     assert installed >= _expand(set(table) - {"gpu", "dev"}, table)
     assert "TORCH_PINS := torch==" in makefile and "pip install $(TORCH_PINS)" in makefile
+
+
+@pytest.mark.parametrize(("module", "options", "message"), [
+    ("torch.utils.tensorboard", {"tensorboard": True},
+     "tensorboard is needed for logger.tensorboard=true: pip install 'mmret[tensorboard]'"),
+    ("wandb", {"wandb": {"mode": "offline"}},
+     "wandb is needed for logger.wandb.mode=offline: pip install 'mmret[wandb]'"),
+])
+def test_the_trainer_logger_names_the_extra_of_its_backend(tmp_path, monkeypatch, module,
+                                                          options, message):
+    from mmret.engine.config import LoggerConfig, WandbConfig
+    from mmret.engine.logging import MetricsLogger
+
+    if "wandb" in options:
+        options = {"wandb": WandbConfig(**options["wandb"])}
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtraError) as info:
+        MetricsLogger(tmp_path, LoggerConfig(**options))
+    assert str(info.value) == message
