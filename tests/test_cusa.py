@@ -119,7 +119,7 @@ def test_values_without_heads_match_loop_reference(mode, contrastive_mode, with_
     if with_ids:
         batch["image_ids"] = torch.tensor(ids)
     objective = CusaObjective(
-        heads=False, mode=mode, contrastive_loss_mode=contrastive_mode
+        heads=False, csa={"mode": mode}, contrastive={"loss_mode": contrastive_mode}
     ).double()
     losses = objective(**batch)
     v, t = batch["image_features"], batch["text_features"]
@@ -148,10 +148,10 @@ def test_values_with_heads_and_custom_weights(mode):
     batch["image_ids"] = torch.tensor([0, 1, 0, 2])
     taus = {"c": 0.07, "csa": 0.3, "ui": 0.2, "ut": 0.6, "t": 0.5}
     objective = CusaObjective(
-        embed_dim=6, alpha=0.3, beta=0.7, contrastive_weight=2.0, weight=1.5, mode=mode,
-        contrastive_loss_mode="sum", contrastive_temperature=taus["c"],
-        csa_temperature=taus["csa"], usa_image_temperature=taus["ui"],
-        usa_text_temperature=taus["ut"], teacher_temperature=taus["t"],
+        embed_dim=6, weight=1.5, csa={"weight": 0.3, "mode": mode}, usa={"weight": 0.7},
+        contrastive={"weight": 2.0, "loss_mode": "sum"},
+        temperatures={"contrastive": taus["c"], "csa": taus["csa"], "usa_image": taus["ui"],
+                      "usa_text": taus["ut"], "teacher": taus["t"]},
     ).double()  # fmt: skip
     with torch.no_grad():  # make the affine LayerNorm parameters non-trivial
         for p in objective.parameters():
@@ -199,8 +199,9 @@ def test_one_hot_identity_teacher_reduces_csa_to_cross_entropy():
     batch["teacher_image_features"] = torch.eye(n, dtype=torch.float64)
     batch["teacher_text_features"] = torch.eye(n, dtype=torch.float64)
     objective = CusaObjective(
-        heads=False, alpha=1.0, use_contrastive=False, use_usa=False,
-        teacher_temperature=1e-3, teacher_temperature_range=None, csa_temperature=0.3,
+        heads=False, csa={"weight": 1.0}, contrastive={"enabled": False},
+        usa={"enabled": False},
+        temperatures={"teacher": {"init": 1e-3, "range": None}, "csa": 0.3},
     ).double()  # fmt: skip
     loss = objective(**batch)["csa_loss"]
     v = F.normalize(batch["image_features"], dim=1)
@@ -216,7 +217,7 @@ def test_one_hot_identity_teacher_reduces_csa_to_cross_entropy():
 
 def test_gradients_reach_heads_and_learnable_temperatures_never_teachers():
     batch = {k: v.float().requires_grad_() for k, v in _batch().items()}
-    objective = CusaObjective(embed_dim=6, learn_teacher_temperature=False)
+    objective = CusaObjective(embed_dim=6, temperatures={"teacher": {"learnable": False}})
     total = sum(objective(**batch).values())
     total.backward()
     for name, p in objective.named_parameters():
@@ -231,7 +232,7 @@ def test_gradients_reach_heads_and_learnable_temperatures_never_teachers():
 
 def test_learnable_teacher_temperature_gets_gradient():
     batch = {k: v.float() for k, v in _batch().items()}
-    objective = CusaObjective(embed_dim=6, learn_teacher_temperature=True)
+    objective = CusaObjective(embed_dim=6, temperatures={"teacher": {"learnable": True}})
     sum(objective(**batch).values()).backward()
     assert objective.teacher_temperature.raw.grad is not None
 
@@ -242,10 +243,10 @@ def test_learnable_teacher_temperature_gets_gradient():
 @pytest.mark.parametrize("parametrization", ["tau", "log_scale"])
 def test_temperatures_are_clamped_before_the_forward(parametrization):
     batch = _batch()
-    objective = CusaObjective(heads=False, temperature_parametrization=parametrization).double()
+    objective = CusaObjective(heads=False, temperatures={"parametrization": parametrization}).double()
     reference = CusaObjective(
-        heads=False, contrastive_temperature=0.10, csa_temperature=0.10,
-        usa_image_temperature=1.0, usa_text_temperature=0.10,
+        heads=False,
+        temperatures={"contrastive": 0.10, "csa": 0.10, "usa_image": 1.0, "usa_text": 0.10},
     ).double()  # fmt: skip
     with torch.no_grad():  # out of range: τ_c 0.5 > 0.10, τ_csa 0.01 < 0.10, τ_ui 3 > 1.0
         for name, tau in [("contrastive_temperature", 0.5), ("csa_temperature", 0.01),
@@ -275,18 +276,19 @@ def test_post_step_clamps():
 
 def test_switched_off_terms_are_omitted_with_their_heads_and_inputs():
     batch = _batch()
-    only_con = CusaObjective(embed_dim=6, alpha=0.0, use_usa=False).double()
+    only_con = CusaObjective(embed_dim=6, csa={"weight": 0.0}, usa={"enabled": False}).double()
     assert set(only_con(**{k: batch[k] for k in ("image_features", "text_features")}).keys()) \
         == {"contrastive_loss"}
     assert only_con.requires == ("image_features", "text_features")
     assert not hasattr(only_con, "uni_image_head") and not hasattr(only_con, "csa_temperature")
-    no_con = CusaObjective(embed_dim=6, contrastive_weight=0.0, beta=0.0)
+    no_con = CusaObjective(embed_dim=6, contrastive={"weight": 0.0}, usa={"weight": 0.0})
     assert set(no_con.double()(**batch)) == {"csa_loss"}
     assert not hasattr(no_con, "contrastive_temperature")
-    no_usa = CusaObjective(heads=False, use_usa=False).double()
+    no_usa = CusaObjective(heads=False, usa={"enabled": False}).double()
     assert set(no_usa(**batch)) == {"contrastive_loss", "csa_loss"}
     with pytest.raises(ValueError, match="every term is switched off"):
-        CusaObjective(heads=False, alpha=0, beta=0, use_contrastive=False)
+        CusaObjective(heads=False, csa={"weight": 0}, usa={"weight": 0},
+                      contrastive={"enabled": False})
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -296,9 +298,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="embed_dim=8"):
         CusaObjective(embed_dim=8)(**batch)
     with pytest.raises(ValueError, match="mode"):
-        CusaObjective(heads=False, mode="mul")
+        CusaObjective(heads=False, csa={"mode": "mul"})
     with pytest.raises(ValueError, match="contrastive_loss_mode"):
-        CusaObjective(heads=False, contrastive_loss_mode="avg")
+        CusaObjective(heads=False, contrastive={"loss_mode": "avg"})
     with pytest.raises(ValueError, match="teacher_text_features"):
         CusaObjective(heads=False)(**{**batch, "teacher_text_features": torch.randn(3, 4)})
     with pytest.raises(KeyError, match="teacher_image_features"):
@@ -307,7 +309,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="image_ids"):
         CusaObjective(heads=False)(**batch, image_ids=torch.arange(3))
     with pytest.raises(ValueError, match="csa_temperature_range"):
-        CusaObjective(heads=False, csa_temperature_range=(0.5, 0.1))
+        CusaObjective(heads=False, temperatures={"csa": {"range": (0.5, 0.1)}})
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -329,8 +331,8 @@ def test_one_to_k_layout_equals_flattened_pairs(mode):
     batch = _one_to_k_batch(n, k)
     mask = torch.tensor([True, True, False, True, True, False])
     owner = torch.arange(n).repeat_interleave(k)[mask]
-    grouped = CusaObjective(heads=False, num_langs=k, mode=mode).double()
-    flat = CusaObjective(heads=False, mode=mode).double()
+    grouped = CusaObjective(heads=False, num_langs=k, csa={"mode": mode}).double()
+    flat = CusaObjective(heads=False, csa={"mode": mode}).double()
     got = grouped(**batch, text_mask=mask)
     pairs = flat(
         image_features=batch["image_features"][owner],
@@ -359,8 +361,8 @@ def test_one_to_k_layout_image_to_text_rows_are_the_n_by_nk_matrix():
     """Full mask: CSA i2t = KLrow over the N×NK matrix, target A^I of each caption's image."""
     n, k = 3, 2
     batch = _one_to_k_batch(n, k)
-    objective = CusaObjective(heads=False, num_langs=k, use_contrastive=False, use_usa=False,
-                              alpha=1.0).double()
+    objective = CusaObjective(heads=False, num_langs=k, contrastive={"enabled": False},
+                              usa={"enabled": False}, csa={"weight": 1.0}).double()
     both = objective(**batch)["csa_loss"].item()
     v = _unit(batch["image_features"].tolist())
     t = _unit(batch["text_features"].tolist())
@@ -383,7 +385,7 @@ def test_combines_with_one_to_k_and_clip():
     batch["text_mask"][4] = False
     combined = mmret.create_objective({
         "one_to_k": {"num_langs": k},
-        "cusa": {"embed_dim": d, "num_langs": k, "contrastive_weight": 0.0},
+        "cusa": {"embed_dim": d, "num_langs": k, "contrastive": {"weight": 0.0}},
     })  # fmt: skip
     losses = combined(**batch)
     assert set(losses) == {"one_to_k_loss", "csa_loss", "usa_loss"}
