@@ -207,8 +207,11 @@ class ImageFileError(ValueError):
     """An image file exists but cannot be decoded (truncated, empty, not an image).
 
     Constructed from one message string so that a DataLoader worker re-raises it in the
-    main process as the same type, message (and file name) intact."""
+    main process as the same type, message (and file name) intact. ``index``: the image's
+    index in its split, when the loader knows it."""
 
-    def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, message: str, path: str | os.PathLike | None = None,
+                 index: int | None = None) -> None:
         super().__init__(message)
         self.path = None if path is None else str(path)
+        self.index = index

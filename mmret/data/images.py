@@ -17,6 +17,10 @@ from mmret.data.errors import ImageFileError
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 
+#: what an undecodable image found while loading (not in the up-front check) points to
+DECODE_HINT = ("; data.check_images=decode finds such files before training starts, and "
+               "data.on_error=skip leaves them out (counted, listed in skipped.jsonl)")
+
 
 #: EXIF tag of the orientation (1 = upright)
 EXIF_ORIENTATION = 0x0112
@@ -130,10 +134,13 @@ class ImageStore:
         try:
             image = load_image(self.paths[index])
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{exc} (image {index} of {len(self.paths)})") from None
+            missing = FileNotFoundError(f"{exc} (image {index} of {len(self.paths)})")
+            missing.filename = self.paths[index]
+            missing.image_index = index  # type: ignore[attr-defined]
+            raise missing from None
         except ImageFileError as exc:
-            raise ImageFileError(f"{exc} (image {index} of {len(self.paths)})",
-                                 exc.path) from None
+            raise ImageFileError(f"{exc} (image {index} of {len(self.paths)}){DECODE_HINT}",
+                                 exc.path, index) from None
         return apply_transform(image, self.transform)
 
     def __len__(self) -> int:

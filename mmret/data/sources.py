@@ -43,7 +43,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from mmret.data.faults import ErrorPolicy, drop_images, scan_images
+from mmret.data.faults import ErrorPolicy, drop_images, scan_images, skip_during_training
 from mmret.data.images import ImageStore
 from mmret.data.multilingual import (
     MultilingualSplit,
@@ -150,9 +150,10 @@ def checked_split(split: Any, check_images: str, policy: ErrorPolicy) -> Any:
 
 def with_skipped(dataset: Any, policy: ErrorPolicy) -> Any:
     """``dataset`` carrying ``skipped``: the records the policy left out (for the run's
-    ``skipped.jsonl``)."""
+    ``skipped.jsonl``); with ``skip`` also an image that fails to load during training is
+    skipped and listed (:class:`~mmret.data.faults.SkippingDataset`)."""
     dataset.skipped = list(policy.skipped)
-    return dataset
+    return skip_during_training(dataset, policy)
 
 
 def karpathy_pairs(
