@@ -123,7 +123,7 @@ except TeacherCacheError as error:
 NB03.append(("md", """
 ## CUSA against contrastive
 
-The `itr_*` experiments are identical apart from `objective.cusa.use_csa` / `use_usa`: the
+The `itr_*` experiments are identical apart from `objective.cusa.csa.enabled` / `usa.enabled`: the
 same towers, heads, temperatures, data and cached teachers. Both evaluate with the
 `image_text` protocol (cross-modal heads) and the `unimodal` protocol (uni-modal heads).
 """))

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from mmret.objectives.base import Objective
-from mmret.objectives.temperature import LearnableTemperature
 
 #: keyword inputs an open_clip model's output dict provides
 MODEL_OUTPUTS = ("image_features", "text_features", "logit_scale", "logit_bias")
@@ -65,12 +64,9 @@ class MMRetTrainingModule(nn.Module):
         return self.model.state_dict()
 
     def temperatures(self) -> dict[str, float]:
-        """``{module path: τ}`` of every learnable temperature the objective owns."""
-        return {
-            name or "objective": module.temperature
-            for name, module in self.objective.named_modules()
-            if isinstance(module, LearnableTemperature)
-        }
+        """``{module path: τ}`` of every temperature the objective owns
+        (:meth:`mmret.objectives.Objective.temperatures`)."""
+        return self.objective.temperatures()
 
 
 def freeze_unused_model_scalars(model: nn.Module, objective: Objective) -> list[str]:
