@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -332,15 +333,20 @@ def test_mmret_train_then_mmret_eval_run_a_plugin_from_the_command_line(plugin_d
     assert train_result["mean_cos"] == pytest.approx(expected, rel=1e-5)
     assert train_result["pairs"] == 8
 
-    # mmret.load_checkpoint in a new process imports the tower's module from towers.json
-    code = (f"import mmret; t = mmret.load_checkpoint({str(run)!r}); "
-            "print(type(t.tokenizer).__module__, type(t.tokenizer).__name__)")
+    # mmret.load_checkpoint in a new process imports the tower's module (towers.json) and
+    # the run's (config.yaml); a checkpoint folder outside its run needs towers.json alone
+    bare = tmp_path / "bare"
+    shutil.copytree(checkpoint, bare)
+    code = (f"import sys, mmret; t = mmret.load_checkpoint({str(bare)!r}); "
+            "print(type(t.tokenizer).__module__, type(t.tokenizer).__name__, "
+            f"'{PLUGIN}.training' in sys.modules); mmret.load_checkpoint({str(run)!r}); "
+            f"print('{PLUGIN}.training' in sys.modules)")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(plugin_dir), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == [f"{PLUGIN}.tower", "WordHashTokenizer"]
+    assert proc.stdout.split() == [f"{PLUGIN}.tower", "WordHashTokenizer", "False", "True"]
 
     # mmret-eval re-imports the plugin from the run's config.yaml (no imports= given)
     out = tmp_path / "eval"

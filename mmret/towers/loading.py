@@ -9,6 +9,24 @@ import torch
 from mmret.checkpoint import load_weights, read_tower_spec, resolve_checkpoint_dir
 
 
+def run_imports(directory: str | os.PathLike) -> list[str]:
+    """The ``imports`` of the run a checkpoint belongs to (its ``config.yaml``); ``[]`` for a
+    checkpoint folder outside a run."""
+    from mmret.checkpoint import CONFIG_FILE, CheckpointError, find_run_dir
+
+    try:
+        run = find_run_dir(directory)
+    except CheckpointError:
+        return []
+    import yaml  # a dependency of transformers and huggingface_hub; no omegaconf needed
+
+    try:
+        config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{run / CONFIG_FILE}: not valid YAML ({exc})") from None
+    return list(config.get("imports") or []) if isinstance(config, dict) else []
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *,
                     raw: bool = False):
     """Rebuild a checkpoint's retrieval embedding (or its bare towers) with trained weights.
@@ -25,8 +43,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         retrieval) — a :class:`~mmret.embedding.RetrievalEmbedding` around them, rebuilt from
         the checkpoint's ``embedding.json``; ``raw=True`` gives the towers alone.
 
-    A plugin tower's module, named in ``towers.json`` (``imports``), is imported first
-    (:mod:`mmret.plugins`); it must be importable (on ``PYTHONPATH`` or installed).
+    Plugin modules are imported first (:mod:`mmret.plugins`): those of the run's
+    ``config.yaml`` (``imports``, when the checkpoint is inside a run) and the plugin tower's
+    own module named in ``towers.json``; they must be importable (on ``PYTHONPATH`` or
+    installed).
     """
     from mmret.embedding import load_embedding
     from mmret.plugins import import_modules
@@ -34,7 +54,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     directory = resolve_checkpoint_dir(path)
     spec = read_tower_spec(directory)
-    # a plugin tower's module (towers.json "imports"), imported before the tower is built
+    # plugin modules, imported before anything is built: the run's (config.yaml "imports":
+    # its task's, objective's, embedding parts') and the tower's own (towers.json "imports")
+    import_modules(run_imports(directory), key=f"{directory} run's config.yaml: imports")
     import_modules(spec.get("imports"), key=f"{directory / 'towers.json'}: imports")
     towers = create_towers(spec["name"], pretrained=None, **dict(spec.get("kwargs") or {}))
     load_weights(towers.model, directory)
