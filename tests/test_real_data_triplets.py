@@ -174,3 +174,17 @@ def test_hf_captioner_uses_a_cached_model_without_the_network(tmp_path, monkeypa
     captioner = HFCaptioner("org/cap", cache_dir=tmp_path / "cache")
     assert captioner([Image.new("RGB", (8, 8))] * 2) == ["a cat on a mat"] * 2
     assert seen["model"] == str(snapshot)
+
+
+def test_hf_captioner_without_the_pipeline_task_says_so(tmp_path, monkeypatch):
+    """transformers 5 has no 'image-to-text' pipeline: one clear error, not a KeyError."""
+    import transformers.pipelines as pipelines
+
+    monkeypatch.setattr(pipelines, "SUPPORTED_TASKS",
+                        {k: v for k, v in pipelines.SUPPORTED_TASKS.items()
+                         if k != "image-to-text"})
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(CaptionerLoadError, match=r"has no 'image-to-text' pipeline .*"
+                                                 r"--captioner dataset"):
+        HFCaptioner(str(folder))([Image.new("RGB", (8, 8))])

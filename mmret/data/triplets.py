@@ -173,8 +173,17 @@ class HFCaptioner:
 
     def _load(self, source: str) -> Any:
         """The transformers pipeline of ``source`` (a local folder or a hub id)."""
+        import transformers
         from transformers import pipeline
+        from transformers.pipelines import SUPPORTED_TASKS
 
+        if "image-to-text" not in SUPPORTED_TASKS:  # transformers 5 dropped the task
+            raise CaptionerLoadError(
+                f"cannot load the Hugging Face captioner {self.model!r}: transformers "
+                f"{transformers.__version__} has no 'image-to-text' pipeline (install "
+                "transformers<5 for it), or caption with the data set's own captions "
+                "instead (--captioner dataset --annotation FILE)"
+            )
         return pipeline("image-to-text", model=source, device=self.device,
                         **self.pipeline_kwargs)
 
@@ -183,6 +192,8 @@ class HFCaptioner:
             source = self.resolve_model()
             try:
                 self._pipe = self._load(source)
+            except CaptionerLoadError:
+                raise
             except Exception as exc:  # hub, file and config errors come in many types
                 reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 raise self._fail(f"loading {source} failed ({type(exc).__name__}: "
