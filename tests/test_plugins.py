@@ -348,12 +348,12 @@ def test_mmret_train_then_mmret_eval_run_a_plugin_from_the_command_line(plugin_d
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == [f"{PLUGIN}.tower", "WordHashTokenizer", "False", "True"]
 
-    # mmret-eval re-imports the plugin from the run's config.yaml (no imports= given)
+    # `mmret-eval checkpoint=<run>` alone: the plugin's modules come from the run's
+    # config.yaml (no imports=), and so does the evaluation data (the run's own)
     out = tmp_path / "eval"
-    stdout = _cli("mmret.evaluate", [
-        f"checkpoint={run}", "data=plugin_data", f"data.root={data}",
-        f"hydra.searchpath=[pkg://{PLUGIN}.conf]", "device=cpu", "plots=false",
-        f"hydra.run.dir={out}"], cwd=tmp_path, pythonpath=plugin_dir)
+    stdout = _cli("mmret.evaluate", [f"checkpoint={run}", "device=cpu", "plots=false",
+                                     f"hydra.run.dir={out}"], cwd=tmp_path,
+                  pythonpath=plugin_dir)
     assert "mean_cos" in stdout
     evaluated = json.loads((out / "metrics.json").read_text())
     (eval_result,) = [v for k, v in evaluated.items() if "plugin_cos" in k]
