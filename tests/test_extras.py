@@ -263,3 +263,52 @@ def test_the_trainer_logger_names_the_extra_of_its_backend(tmp_path, monkeypatch
     with pytest.raises(MissingExtraError) as info:
         MetricsLogger(tmp_path, LoggerConfig(**options))
     assert str(info.value) == message
+
+
+def _third_party_imports(path: Path, module_level_only: bool) -> set[str]:
+    """Top-level names of the non-stdlib, non-mmret modules ``path`` imports (all of them, or
+    only those run on import: module and class bodies, not function bodies)."""
+    roots: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if module_level_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if module_level_only and isinstance(child, ast.If) and (
+                    "TYPE_CHECKING" in ast.unparse(child.test)):
+                continue
+            names = []
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom) and not child.level and child.module:
+                names = [child.module]
+            roots.update(n.split(".")[0] for n in names)
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return {r for r in roots if r not in sys.stdlib_module_names and r != "mmret"}
+
+
+def test_every_imported_package_is_declared_and_the_library_imports_only_the_core():
+    project = _pyproject()["project"]
+    table = project["optional-dependencies"]
+    core = {_requirement(text)[0] for text in project["dependencies"]}
+    declared = core | _expand(set(table), table)
+    provided = importlib.metadata.packages_distributions()
+
+    def distributions(root: str) -> set[str]:
+        return {_canonical(d) for d in provided.get(root, [root])}
+
+    undeclared, optional_at_import = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        for root in sorted(_third_party_imports(path, module_level_only=False)):
+            if not distributions(root) & declared:
+                undeclared.append(f"mmret/{rel}: {root}")
+        trainer = rel.parts[0] == "engine" or rel.name in ("train.py", "evaluate.py", "demo.py")
+        if not trainer:
+            for root in sorted(_third_party_imports(path, module_level_only=True)):
+                if not distributions(root) & core:
+                    optional_at_import.append(f"mmret/{rel}: {root}")
+    assert undeclared == [], "imported but in no dependency list of pyproject.toml"
+    assert optional_at_import == [], "optional packages imported on import (use require())"
