@@ -268,6 +268,40 @@ def test_inconsistent_gold_scores_are_detected_and_reranked(monkeypatch) -> None
     assert torch.equal(t2i, ref_t2i)
 
 
+@pytest.mark.parametrize("keep_bands", (True, False))
+@pytest.mark.parametrize("layout", ("by_image", "neighbours_swapped", "shuffled"))
+@pytest.mark.parametrize("chunk_size", (1, 4, 9, 64))
+def test_image_text_ranks_tiled_pass_matches_naive(monkeypatch, chunk_size: int, layout: str,
+                                                   keep_bands: bool) -> None:
+    """Many small cache tiles, kept or recomputed bands, heavy ties across tile edges."""
+    monkeypatch.setattr(ranking, "_TILE_BYTES", 4 * 4 * 5)  # 5 columns per tile at 4 rows
+    monkeypatch.setattr(ranking, "_MIN_TILE_COLUMNS", 3)
+    if not keep_bands:  # the main pass recomputes every band (and checks its gold entries)
+        real = ranking._gold_pair_scores
+
+        def dropped(images, texts, golds, owner, chunk):
+            pre = real(images, texts, golds, owner, chunk)
+            bands = tuple(dataclasses.replace(b, scores=None) for b in pre.bands)
+            return dataclasses.replace(pre, bands=bands)
+
+        monkeypatch.setattr(ranking, "_gold_pair_scores", dropped)
+    gen = torch.Generator().manual_seed(31 + chunk_size)
+    images = integer_features(37, 3, gen, low=-1, high=2)  # 27 distinct rows: many ties
+    owner = random_layout(37, gen, max_captions=4)
+    if layout != "shuffled":
+        owner = owner.sort().values
+    if layout == "neighbours_swapped":  # overlapping, still narrow bands
+        first = torch.arange(1, owner.numel() - 1, 6)
+        owner[first], owner[first + 1] = owner[first + 1].clone(), owner[first].clone()
+    texts = integer_features(owner.numel(), 3, gen, low=-1, high=2)
+    texts[::5] = images[owner[::5]]  # captions equal to their image: ties at the gold score
+    i2t, t2i = image_text_ranks(images, texts, owner, chunk_size=chunk_size)
+    ref_i2t, ref_t2i = naive_retrieval(images, texts, owner)
+    assert torch.equal(i2t, ref_i2t)
+    assert torch.equal(t2i, ref_t2i)
+    assert int((t2i > 0).sum()) > 0 and int((i2t > 0).sum()) > 0
+
+
 def test_engine_rejects_bad_input() -> None:
     images, texts = torch.randn(3, 4), torch.randn(5, 4)
     with pytest.raises(ValueError, match="no caption"):

@@ -61,8 +61,12 @@ __all__ = [
 #: 250,000 captions. Larger chunks mean fewer, larger kernels (less per-call overhead).
 DEFAULT_CHUNK_SIZE = 256
 
-#: Image rows per block of the gold-score pre-pass of :func:`image_text_ranks`.
-_PREPASS_ROWS = 128
+#: Bytes of one score tile of :func:`image_text_ranks`'s main pass on a CPU: the product
+#: writes the tile and both comparisons read it while it is still in a core's L2 cache.
+_TILE_BYTES = 2 * 2**20
+
+#: Fewest caption columns per tile (fewer, longer kernels when chunks are tall).
+_MIN_TILE_COLUMNS = 256
 
 #: Subset mode gathers ``rows × candidates × d`` gallery features; keep that below this.
 _SUBSET_GATHER_BYTES = 64 * 2**20
@@ -425,8 +429,10 @@ def image_text_ranks(
     Args:
         image_features: FloatTensor[N, d]; text_features: FloatTensor[M, d].
         text_to_image: LongTensor[M], the image of each caption; every image needs >= 1.
-        chunk_size: image rows per chunk. The pass holds one ``chunk_size × M`` score
-            block and one equally sized fp32 work buffer.
+        chunk_size: image rows per chunk. The pass holds at most one ``chunk_size × M``
+            block of scores (the caption bands of all blocks, kept from the pre-pass) plus
+            two cache-sized tiles; with captions in no particular order, one
+            ``chunk_size × M`` band per block instead.
 
     Returns:
         (image_to_text ranks LongTensor[N] — best rank among the image's captions,
@@ -447,15 +453,21 @@ def image_text_ranks(
     format; any order is still exact, only slower). Left of the band every ``j < b_i``,
     right of it every ``j > b_i``, so ``θ`` is constant per row there; outside the band
     ``i < i_j`` holds for the whole block or for none of it, so ``φ`` is constant per
-    column. Hence per block: one comparison per direction with row / column thresholds,
-    the exact element-wise thresholds only on the band, and a matrix–vector product with
-    a ones vector to count. Ties therefore need no extra pass.
+    column. Hence per block, outside the band, the product is made one cache-sized tile
+    at a time (on a CPU; one tile per side elsewhere) and, while the tile is in cache:
+    image→text counts only the rows whose tile maximum passes their threshold (most rows
+    have no caption of another image above their best gold), text→image compares the
+    tile in place with the column thresholds and counts with a matrix–vector product
+    with a ones vector. On the band the strict and non-strict counts per row and column
+    show where a tie other than the gold occurs; only those get the index-aware count.
 
-    The thresholds come from a pre-pass (each block of 128 images times its own captions,
-    ``≈ 128/N`` of the full product). The main pass checks every gold entry bitwise
-    against it; where a BLAS rounds the two calls differently the affected images and
-    captions are re-ranked with :func:`gold_ranks`, whose rows are self-consistent, so
-    every rank is exact for the scores it was computed from.
+    The thresholds come from a pre-pass: each block times its band (or, when the band is
+    wide, its own captions), ``≈ chunk_size × captions per image / M`` of the product;
+    narrow bands are kept and the main pass does not recompute them. The main pass
+    checks every gold entry bitwise against the pre-pass; where a BLAS rounds two calls
+    differently (a recomputed band) the affected images and captions are re-ranked with
+    :func:`gold_ranks`, whose rows are self-consistent, so every rank is exact for the
+    scores it was computed from.
     """
     images = as_features(image_features, "image_features")
     texts = as_features(text_features, "text_features")
@@ -490,6 +502,23 @@ def image_text_ranks(
 
 
 @dataclass(frozen=True)
+class _Band:
+    """One block of image rows of the main pass and the caption band of its own captions.
+
+    ``scores`` (``[stop - start, c1 - c0]``) is the pre-pass product of the block with
+    the band, kept for the main pass; ``None`` when the main pass recomputes it.
+    """
+
+    start: int  # image rows [start, stop)
+    stop: int
+    lo: int  # the block's (image, caption) pairs: golds.indices[lo:hi]
+    hi: int
+    c0: int  # captions [c0, c1) hold every caption of the block's images
+    c1: int
+    scores: Tensor | None
+
+
+@dataclass(frozen=True)
 class _GoldPairs:
     """Pre-pass results. Pairs follow ``golds.indices`` order (by image, then caption)."""
 
@@ -497,102 +526,170 @@ class _GoldPairs:
     caption_score: Tensor  # [M] g_j indexed by caption
     image_score: Tensor  # [N] g_i
     image_first: Tensor  # [N] b_i
+    bands: tuple[_Band, ...] = ()  # the main pass's blocks, in order
 
 
 def _gold_pair_scores(images: Tensor, texts: Tensor, golds: GoldSets, owner: Tensor,
                       chunk_size: int) -> _GoldPairs:
-    """Scores of every (image, own caption) pair from row-blocked products.
+    """Scores of every (image, own caption) pair, and the main pass's blocks.
 
-    Each block of ``≈ min(chunk_size, 128)`` images is multiplied with the column band
-    holding its captions (just its own captions when they are stored image by image),
-    ``≈ 128/N`` of the full product. Blocked products usually round exactly like the
-    main pass; correctness does not rely on it (see :func:`image_text_ranks`).
+    Each block of ``chunk_size`` images is multiplied with the column band ``[c0, c1)``
+    holding its captions. When the band is narrow (captions stored image by image, as in
+    every dataset format: ``≈ captions per image × chunk_size`` columns) the product is
+    kept and the main pass reuses it instead of recomputing it, as long as all kept bands
+    together hold no more than one ``chunk_size × M`` block of scores. Otherwise (captions
+    in any order) only the block's own captions are multiplied (a gather) and the main
+    pass recomputes the band.
     """
     device = images.device
-    pair_score = torch.empty(texts.shape[0], device=device, dtype=torch.float32)
-    for start, stop in _chunks(images.shape[0], min(chunk_size, _PREPASS_ROWS)):
-        lo, hi = int(golds.indptr[start]), int(golds.indptr[stop])
+    n_images, n_texts = images.shape[0], texts.shape[0]
+    pair_score = torch.empty(n_texts, device=device, dtype=torch.float32)
+    bounds = golds.indptr.tolist()
+    budget = min(chunk_size, n_images) * n_texts  # score entries the kept bands may hold
+    kept = 0
+    bands = []
+    for start, stop in _chunks(n_images, chunk_size):
+        lo, hi = bounds[start], bounds[stop]
         captions = golds.indices[lo:hi]
-        c0, c1 = int(captions.min()), int(captions.max()) + 1
+        rows = owner[captions] - start
+        low, high = torch.aminmax(captions)
+        c0, c1 = int(low), int(high) + 1
+        band: Tensor | None = None
         if c1 - c0 <= 2 * (hi - lo):  # narrow band: multiply the slice, no gather
-            block = torch.mm(images[start:stop], texts[c0:c1].T)
-            pair_score[lo:hi] = block[owner[captions] - start, captions - c0]
+            band = torch.mm(images[start:stop], texts[c0:c1].T)
+            pair_score[lo:hi] = band[rows, captions - c0]
+            if kept + band.numel() <= budget:
+                kept += band.numel()
+            else:
+                band = None
         else:
             block = torch.mm(images[start:stop], texts[captions].T)
-            pair_score[lo:hi] = block[owner[captions] - start,
-                                      torch.arange(hi - lo, device=device)]
+            pair_score[lo:hi] = block[rows, torch.arange(hi - lo, device=device)]
+        bands.append(_Band(start, stop, lo, hi, c0, c1, band))
     pair_owner = owner[golds.indices]
-    image_score, image_first = _best_gold(images.new_empty(images.shape[0], 0), pair_owner,
+    image_score, image_first = _best_gold(images.new_empty(n_images, 0), pair_owner,
                                           golds.indices, pair_score)
     caption_score = torch.empty_like(pair_score)
     caption_score[golds.indices] = pair_score
-    return _GoldPairs(pair_score, caption_score, image_score, image_first)
+    return _GoldPairs(pair_score, caption_score, image_score, image_first, tuple(bands))
+
+
+def _tile_columns(rows: int, n_texts: int, device: torch.device) -> int:
+    """Caption columns per score tile of the main pass.
+
+    On a CPU a tile of ``_TILE_BYTES`` stays in cache between the product that writes it
+    and the comparisons that read it; elsewhere one tile spans the whole row.
+    """
+    if device.type != "cpu":
+        return n_texts
+    return max(1, min(n_texts, max(_MIN_TILE_COLUMNS, _TILE_BYTES // (4 * rows))))
+
+
+def _spans(start: int, stop: int, width: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` cut into ranges of at most ``width`` (near-equal sizes)."""
+    return [(start + a, start + b) for a, b in _chunks(stop - start, width)]
 
 
 def _banded_pass(images: Tensor, texts: Tensor, golds: GoldSets, owner: Tensor,
                  pre: _GoldPairs, chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Main pass of :func:`image_text_ranks`. Returns both ranks and inconsistent pair ids.
 
-    About fifteen kernels per block of image rows, all but the product and four
-    comparisons / matrix–vector products working on small slices (per-call overhead
-    matters on busy CPUs).
+    Per block of image rows: the band (kept from the pre-pass, or recomputed) is counted
+    with the exact element-wise thresholds; left and right of it the product is made one
+    cache-sized tile at a time, and each tile is compared twice (row thresholds for
+    image→text, column thresholds for text→image) and counted with two matrix–vector
+    products while it is still in cache. Memory: the kept bands (at most one
+    ``chunk_size × M`` block) plus two tiles.
     """
     device = images.device
     n_images, n_texts = images.shape[0], texts.shape[0]
     rows = min(chunk_size, n_images)
-    # counts of 0/1 values are exact in fp32 below 2**24
+    # sums of 0/1 values are exact in fp32 below 2**24
     count_dtype = torch.float32 if max(n_images, n_texts) < 2**24 else torch.float64
-    buffer = torch.empty(rows, n_texts, device=device, dtype=torch.float32)
-    work_buffer = torch.empty(rows, n_texts, device=device, dtype=count_dtype)
+    width = _tile_columns(rows, n_texts, device)
+    tile_buffer = torch.empty(rows * width, device=device, dtype=torch.float32)
+    in_place = count_dtype == torch.float32  # comparisons overwrite the tile with 0 / 1
+    work_buffer = tile_buffer if in_place else torch.empty(rows * width, device=device,
+                                                           dtype=count_dtype)
     ones_rows = torch.ones(rows, device=device, dtype=count_dtype)
-    ones_cols = torch.ones(n_texts, device=device, dtype=count_dtype)
-    image_counts = torch.empty(n_images, dtype=count_dtype, device=device)
+    image_counts = torch.zeros(n_images, dtype=count_dtype, device=device)
     text_counts = torch.zeros(n_texts, dtype=count_dtype, device=device)
     caption_below = _below(pre.caption_score)
     image_below = _below(pre.image_score)
-    caption_position = torch.arange(n_texts, device=device)
-    image_position = torch.arange(n_images, device=device)
     pair_owner = owner[golds.indices]
     main_pair_score = torch.empty_like(pre.pair_score)
     # phi outside the band: ">=" until the caption's own image block has been passed
     column_threshold = caption_below.clone()
-    blocks = list(_chunks(n_images, chunk_size))
-    pair_bounds = golds.indptr[[b[0] for b in blocks] + [n_images]].tolist()
-    band_low = torch.full((len(blocks),), n_texts, dtype=torch.long, device=device)
-    band_high = torch.full((len(blocks),), -1, dtype=torch.long, device=device)
-    block_of_pair = torch.bucketize(pair_owner, torch.tensor([b[1] for b in blocks],
-                                                             device=device), right=True)
-    band_low = band_low.scatter_reduce(0, block_of_pair, golds.indices, "amin").tolist()
-    band_high = band_high.scatter_reduce(0, block_of_pair, golds.indices, "amax").tolist()
-    for index, (start, stop) in enumerate(blocks):
+    for band in pre.bands:
+        start, stop, lo, hi, c0, c1 = band.start, band.stop, band.lo, band.hi, band.c0, band.c1
         n = stop - start
-        lo, hi = pair_bounds[index], pair_bounds[index + 1]
-        c0, c1 = band_low[index], band_high[index] + 1
-        scores = torch.mm(images[start:stop], texts.T, out=buffer[:n])
-        work = work_buffer[:n]
-        # image → text: theta = below(g_i) left of the band, g_i right of it, exact inside
-        g_row, b_row = pre.image_score[start:stop, None], pre.image_first[start:stop, None]
-        g_row_below = image_below[start:stop, None]
-        torch.gt(scores[:, :c0], g_row_below, out=work[:, :c0])
-        torch.gt(scores[:, c1:], g_row, out=work[:, c1:])
-        theta = torch.where(caption_position[None, c0:c1] < b_row, g_row_below, g_row)
-        torch.gt(scores[:, c0:c1], theta, out=work[:, c0:c1])
-        torch.mv(work, ones_cols, out=image_counts[start:stop])
-        # text → image: phi per column outside the band, exact inside
+        query = images[start:stop]
+        image_count = image_counts[start:stop]
+        g_row, g_row_below = pre.image_score[start:stop, None], image_below[start:stop, None]
+        # the band: exact thresholds theta (image → text) and phi (text → image)
+        scores = band.scores if band.scores is not None else torch.mm(query, texts[c0:c1].T)
         pair_caption = golds.indices[lo:hi]
-        if c1 - c0 == hi - lo:  # the band holds exactly this block's captions
-            column_threshold[c0:c1] = pre.caption_score[c0:c1]
-        else:
-            column_threshold[pair_caption] = pre.caption_score[pair_caption]
-        torch.gt(scores, column_threshold[None, :], out=work)
-        phi = torch.where(image_position[start:stop, None] < owner[None, c0:c1],
-                          caption_below[None, c0:c1], pre.caption_score[None, c0:c1])
-        torch.gt(scores[:, c0:c1], phi, out=work[:, c0:c1])
-        text_counts.addmv_(work.T, ones_rows[:n])
-        main_pair_score[lo:hi] = scores[pair_owner[lo:hi] - start, pair_caption]
+        main_pair_score[lo:hi] = scores[pair_owner[lo:hi] - start, pair_caption - c0]
+        _count_band(scores, start, stop, c0, c1, owner, pre, image_below, caption_below,
+                    image_count, text_counts[c0:c1])
+        del scores
+        # outside the band: one threshold per row (left: ">=", right: ">") and per column
+        for a, b in _spans(0, c0, width) + _spans(c1, n_texts, width):
+            k = b - a
+            tile = torch.mm(query, texts[a:b].T, out=tile_buffer[: n * k].view(n, k))
+            # image → text: only rows whose tile maximum passes the threshold count
+            threshold = g_row_below if b <= c0 else g_row
+            hit = (tile.amax(1, keepdim=True) > threshold).nonzero()[:, 0]
+            if hit.numel():
+                sub = tile.index_select(0, hit)
+                counts = torch.gt(sub, threshold[hit], out=sub).sum(1)
+                image_count.index_add_(0, hit, counts.to(count_dtype))
+            # text → image: every entry against its column's threshold
+            work = tile if in_place else work_buffer[: n * k].view(n, k)
+            torch.gt(tile, column_threshold[a:b], out=work)
+            text_counts[a:b].addmv_(work.T, ones_rows[:n])
+        column_threshold[pair_caption] = pre.caption_score[pair_caption]
     # every gold entry of the main pass must equal its pre-pass value bitwise
     bad_pairs = (main_pair_score != pre.pair_score).nonzero().flatten()
     return image_counts.long(), text_counts.long(), bad_pairs
+
+
+def _count_band(scores: Tensor, start: int, stop: int, c0: int, c1: int, owner: Tensor,
+                pre: _GoldPairs, image_below: Tensor, caption_below: Tensor,
+                image_count: Tensor, text_count: Tensor) -> None:
+    """Add the band's exact contributions to both directions' counts (in place).
+
+    ``scores`` = ``S[start:stop, c0:c1]``. Image→text: ``#(s > g_i)`` plus the ties
+    ``#(s == g_i, j < b_i)``; text→image: ``#(s > g_j)`` plus ``#(s == g_j, i < i_j)``.
+    The strict and non-strict counts tell where a tie other than the gold itself occurs
+    (the gold entry always ties its own threshold); only those rows / columns get the
+    index-aware count. Counts of 0/1 values in fp32 are exact (fewer than 2**24 terms).
+    """
+    g_row = pre.image_score[start:stop, None]
+    g_col = pre.caption_score[c0:c1]
+    hits = torch.empty_like(scores)
+    greater_row = torch.gt(scores, g_row, out=hits).sum(1)
+    ties_row = torch.gt(scores, image_below[start:stop, None], out=hits).sum(1) - greater_row
+    greater_col = torch.gt(scores, g_col, out=hits).sum(0)
+    ties_col = torch.gt(scores, caption_below[c0:c1], out=hits).sum(0) - greater_col
+    del hits
+    # image → text: the best gold ties itself; any further tie is resolved by index
+    tied = (ties_row > 1.5).nonzero()[:, 0]
+    if tied.numel():
+        columns = torch.arange(c0, c1, device=scores.device)
+        before = columns[None, :] < pre.image_first[start + tied, None]
+        greater_row[tied] += ((scores[tied] == g_row[tied]) & before).sum(1).to(greater_row)
+    image_count.add_(greater_row)
+    # text → image: a caption of a later block counts its ties, of an earlier one none,
+    # of this block those of images before its own (its own image ties it)
+    own = owner[c0:c1]
+    extra = torch.where(own >= stop, ties_col, torch.zeros_like(ties_col))
+    tied = ((own >= start) & (own < stop) & (ties_col > 1.5)).nonzero()[:, 0]
+    if tied.numel():
+        images = torch.arange(start, stop, device=scores.device)
+        before = images[:, None] < own[None, tied]
+        extra[tied] = ((scores[:, tied] == g_col[None, tied]) & before).sum(0).to(extra)
+    text_count.add_(greater_col).add_(extra)
 
 
 def _below(values: Tensor) -> Tensor:
