@@ -92,7 +92,7 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
-    from mmret.engine.data import ensure_dataset
+    from mmret.engine.data import prepare_data
     from mmret.engine.evaluation import RunEvaluation
     from mmret.engine.report import results_tables
     from mmret.engine.run import run_training
@@ -110,7 +110,7 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     root = Path(absolute_path(dcfg.root))
     if dcfg.check_file and not (root / dcfg.check_file).is_file():
         print(f"[demo] generating the shapes benchmark into {root} ...")
-    ensure_dataset(dcfg, root)
+    prepare_data(dcfg, root)
     print(f"[demo] data ready ({time.perf_counter() - start:.0f} s)")
 
     seed_everything(int(cfg.seed))

@@ -156,31 +156,3 @@ def gather_encoded(local: torch.Tensor, total: int | None = None) -> torch.Tenso
     if total is not None and out.shape[0] != total:
         raise ValueError(f"gather_encoded: gathered {out.shape[0]} rows, expected {total}")
     return out
-
-
-def encode_sharded(
-    encode_rows: Callable[[int, int], torch.Tensor],
-    total: int,
-    batch_size: int,
-    distributed: bool = True,
-) -> torch.Tensor:
-    """Encode rows ``0..total-1`` in batches ``encode_rows(start, stop) -> [stop-start, ...]``,
-    each rank only its :func:`shard_range` (aligned to ``batch_size``), and gather the
-    result on every rank (:func:`gather_encoded`); bit-identical to one process encoding
-    everything with the same ``batch_size``. ``distributed=False`` (or one process):
-    every row here. For evaluation features, teacher caches and negative banks alike.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    shard = shard_range(total, align=batch_size) if distributed else range(total)
-    blocks = [encode_rows(start, min(start + batch_size, shard.stop))
-              for start in range(shard.start, shard.stop, batch_size)]
-    if blocks:
-        local = torch.cat(blocks)
-    else:  # an empty shard: the other ranks give the row shape
-        local = torch.zeros(0)
-    if not distributed or not is_distributed():
-        if not blocks:
-            raise ValueError("encode_sharded: nothing to encode (total = 0)")
-        return local
-    return gather_encoded(local, total)

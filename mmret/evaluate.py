@@ -125,12 +125,12 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     ``towers`` (optional) overrides both ``checkpoint`` and ``model``.
     """
     from mmret.checkpoint import find_run_dir
+    from mmret.distributed import init_distributed
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
-    from mmret.engine.data import ensure_dataset
+    from mmret.engine.data import prepare_data
     from mmret.engine.evaluation import RunEvaluation
     from mmret.engine.report import results_tables, write_run_outputs
-    from mmret.distributed import init_distributed
 
     import_run_plugins(cfg)
     checkpoint = cfg.get("checkpoint")
@@ -161,7 +161,7 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
         name = cfg.get("name") or f"{cfg.model.name}" + (f" ({pretrained})" if pretrained else "")
     towers.model.to(device).eval()
     root = Path(absolute_path(dcfg.root))
-    ensure_dataset(dcfg, root)
+    prepare_data(dcfg, root)
     evaluation = RunEvaluation(dcfg, ecfg, root, towers, name=str(name), device=device,
                                task=task, out_dir=out_dir, train_source=train_source)
     model = task.retrieval_embedding(towers.model, objective) if task is not None else towers.model

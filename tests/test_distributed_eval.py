@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmret.distributed import encode_sharded, gather_encoded, shard_range
+from mmret.distributed import gather_encoded, shard_range
 from tests.distributed_utils import run_distributed
 
 
@@ -25,13 +25,16 @@ def test_shard_range_covers_rows_once_in_whole_batches(total, world, align):
 
 
 def test_single_process_is_the_plain_loop():
+    from mmret.encoding import EncodeOptions, encode_with
+
     calls = []
 
-    def encode(a, b):
-        calls.append((a, b))
-        return torch.arange(a, b, dtype=torch.float32)[:, None].repeat(1, 3)
+    def encode(rows: torch.Tensor) -> torch.Tensor:
+        calls.append((int(rows[0]), int(rows[-1]) + 1))
+        return rows.float()[:, None].repeat(1, 3)
 
-    out = encode_sharded(encode, 11, 4)
+    out = encode_with(encode, list(range(11)), EncodeOptions(batch_size=4, normalize=False),
+                      prepare=torch.tensor)
     assert calls == [(0, 4), (4, 8), (8, 11)]
     assert torch.equal(out[:, 0], torch.arange(11.0))
     assert torch.equal(gather_encoded(out, 11), out)

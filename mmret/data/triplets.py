@@ -11,8 +11,8 @@ Steps of :func:`generate_triplets`:
    benchmark only — others are refused, :func:`check_shapes_images`), or an object with
    ``caption_paths(list[str]) -> list[str]`` (:class:`DatasetCaptioner`: the data set's
    own captions). A captioner may offer ``check_paths(paths)``, called before any work;
-3. ``embed_fn`` (``list[PIL.Image] -> (n, d)`` features) embeds the images; an exact
-   inner-product index (:mod:`mmret.index`, features L2-normalised) ranks every other
+3. ``embed_fn`` (``list[PIL.Image] -> (n, d)`` features) embeds the images; an
+   exact cosine ranking (:func:`mmret.metrics.ranking.chunked_topk`) ranks every other
    image by similarity, and each reference gets a target drawn uniformly from the ranks
    ``[rank_min, rank_max)`` of its ranking (0 = its nearest other image): neither a
    near-duplicate nor unrelated;
@@ -42,6 +42,7 @@ from string import Formatter
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -422,8 +423,8 @@ def window_candidates(
 ) -> np.ndarray:
     """int64[N, num]: for each image, ``num`` distinct images drawn uniformly from the
     ranks ``[rank_min, rank_max)`` of its similarity ranking over the *other* images
-    (exact inner product of L2-normalised features through :mod:`mmret.index`)."""
-    from mmret.index import build_index
+    (exact cosine ranking, ties by lower index: :func:`mmret.metrics.ranking.chunked_topk`)."""
+    from mmret.metrics.ranking import chunked_topk
 
     x = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features,
                    dtype=np.float32)
@@ -438,13 +439,8 @@ def window_candidates(
                          f"reference ({n} unique images)")
     if not 1 <= num <= rank_max - rank_min:
         raise ValueError(f"num: expected 1..{rank_max - rank_min} candidates, got {num}")
-    index = build_index(x, factory="Flat", metric="ip", normalize=True)
-    _, hits = index.search(x, k=rank_max + 1)
-    hits = np.asarray(hits)
-    ranking = np.empty((n, rank_max), dtype=np.int64)
-    for i in range(n):
-        row = hits[i][hits[i] != i]
-        ranking[i] = row[:rank_max]
+    unit = torch.nn.functional.normalize(torch.from_numpy(x), dim=-1)
+    ranking = chunked_topk(unit, unit, rank_max, exclude=torch.arange(n)).numpy()
     rng = np.random.default_rng(seed)
     picks = np.argsort(rng.random((n, rank_max - rank_min)), axis=1)[:, :num] + rank_min
     return np.take_along_axis(ranking, picks, axis=1)

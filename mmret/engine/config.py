@@ -62,6 +62,19 @@ class TrainerConfig:
             ``skip``s the step (its gradients are dropped; counted, logged as kind
             ``nonfinite``).
         max_nonfinite_skips: with ``skip``, stop after this many skipped steps.
+        on_collapse: what a detected representation collapse does
+            (:mod:`mmret.engine.health`): ``warn`` once (stderr, a ``collapse`` record in
+            ``metrics.jsonl``, a note in ``results.md``), ``stop`` (the same, then a
+            checkpoint and :class:`~mmret.engine.health.TrainingCollapsed`, exit status 1)
+            or ``off`` (not checked).
+        collapse_window: consecutive steps a collapse criterion must hold.
+        collapse_max_cosine: a batch's ``*_features`` whose mean pairwise cosine is at
+            least this count as collapsed (healthy runs, even at initialisation, stay
+            well below: mmret-tiny on shapes starts near 0.8 and falls).
+        collapse_grad_norm: with the loss at the objective's chance value, a gradient
+            norm at most this counts as vanished.
+        collapse_loss_tolerance: the loss is "at chance" within this fraction of the
+            objective's chance value (``Objective.chance_loss``, e.g. ``ln B``).
     """
 
     max_steps: int = 1000
@@ -85,6 +98,11 @@ class TrainerConfig:
     deterministic: bool = False
     on_nonfinite: str = "stop"
     max_nonfinite_skips: int = 100
+    on_collapse: str = "warn"
+    collapse_window: int = 20
+    collapse_max_cosine: float = 0.98
+    collapse_grad_norm: float = 0.01
+    collapse_loss_tolerance: float = 0.01
 
 
 @dataclass
@@ -97,9 +115,9 @@ class DataConfig:
             source receives it as ``root``.
         check_file: a file under ``root`` whose presence means the dataset is in place
             (``null``: not checked).
-        generate_if_missing: create the synthetic benchmark in ``root`` when ``check_file``
-            is absent.
-        generate: keyword arguments of ``mmret.data.synthetic.generate``.
+        generate: keyword arguments of ``mmret.data.synthetic.generate`` for the synthetic
+            data configs, whose ``data.prepare.synthetic`` step generates the benchmark
+            when ``check_file`` is absent.
         cache_images: decode and transform images once into memory (training images only
             when the training transform is the deterministic evaluation transform).
         train: the training source, ``{_target_: <function>, **options}`` (see
@@ -121,7 +139,6 @@ class DataConfig:
     name: str = "dataset"
     root: str = "data/shapes"
     check_file: str | None = None
-    generate_if_missing: bool = False
     generate: dict[str, Any] = field(default_factory=dict)
     cache_images: bool = True
     train: dict[str, Any] = field(default_factory=dict)
@@ -259,11 +276,35 @@ def trainer_config(node: DictConfig | dict | TrainerConfig) -> TrainerConfig:
          cfg.on_nonfinite),
         (cfg.max_nonfinite_skips >= 0, "trainer.max_nonfinite_skips", "an integer >= 0",
          cfg.max_nonfinite_skips),
+        (cfg.on_collapse in ("warn", "stop", "off"), "trainer.on_collapse",
+         "warn, stop or off", cfg.on_collapse),
+        (cfg.collapse_window >= 1, "trainer.collapse_window", "an integer >= 1",
+         cfg.collapse_window),
+        (-1.0 < cfg.collapse_max_cosine <= 1.0, "trainer.collapse_max_cosine",
+         "a number in (-1, 1]", cfg.collapse_max_cosine),
+        (cfg.collapse_grad_norm >= 0, "trainer.collapse_grad_norm", "a number >= 0",
+         cfg.collapse_grad_norm),
+        (cfg.collapse_loss_tolerance >= 0, "trainer.collapse_loss_tolerance",
+         "a number >= 0", cfg.collapse_loss_tolerance),
     ]
     for ok, key, expected, value in checks:
         if not ok:
             raise ConfigError(f"{key}: expected {expected}, got {value!r}")
     return cfg
+
+
+def _retire_generate_if_missing(node: DictConfig | dict) -> dict:
+    """Runs written before ``data.prepare.synthetic`` record ``generate_if_missing``: read
+    ``true`` as that step (so ``mmret-eval checkpoint=<old run>`` still works)."""
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) \
+        else dict(node)
+    if plain.pop("generate_if_missing", False):
+        prepare = dict(plain.get("prepare") or {})
+        prepare.setdefault("synthetic", {
+            "_target_": "mmret.data.synthetic.prepare_synthetic",
+            "check_file": plain.get("check_file"), "settings": plain.get("generate") or {}})
+        plain["prepare"] = {"synthetic": prepare.pop("synthetic"), **prepare}
+    return plain
 
 
 def data_config(node: DictConfig | dict | DataConfig) -> DataConfig:
@@ -276,6 +317,8 @@ def data_config(node: DictConfig | dict | DataConfig) -> DataConfig:
                 "now named with data.train._target_ and data.eval.<protocol>._target_ (see "
                 "conf/data/shapes.yaml)"
             )
+    if node is not None and not isinstance(node, DataConfig) and "generate_if_missing" in node:
+        node = _retire_generate_if_missing(node)
     cfg = node if isinstance(node, DataConfig) else _structured(node, DataConfig, "data")
     if not cfg.train and not cfg.eval:
         raise ConfigError("data: expected a training source (data.train) or evaluation "

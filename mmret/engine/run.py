@@ -1,19 +1,20 @@
 """Run orchestration: one function from a composed config to a trained, evaluated run
 (used by ``mmret-train`` and the demo).
 
-:func:`run_training` validates the config sections, initialises ``torch.distributed``
-from torchrun's environment, makes sure the data exists (generating the synthetic
-benchmark when configured), builds the towers, the task, the objective and the training
-source, checks once that they fit together (:func:`mmret.tasks.check_compatible`), trains
-with :class:`~mmret.engine.Trainer`, runs the evaluation protocols on ``eval.split`` and
-writes ``config.yaml``, ``metrics.json``, ``results.md`` and the plots into the run
-directory (:func:`mmret.engine.report.write_run_outputs`).
+:func:`run_training` tells the story of a run: claim the run folder
+(:mod:`mmret.engine.rundir`), read the config sections, join the process group
+(:func:`mmret.distributed.init_distributed`), put the data in place (``data.prepare``),
+build the towers, the task, the objective and the training source and check once that they
+fit together (:func:`mmret.tasks.check_compatible`), start from an earlier stage
+(``init_from``, :mod:`mmret.engine.stages`), train with :class:`~mmret.engine.Trainer`
+(resuming when asked), evaluate the task's retrieval embedding with the one evaluation path
+(:class:`~mmret.engine.evaluation.RunEvaluation`) and write ``metrics.json``,
+``results.md`` and the plots (:func:`mmret.engine.report.write_run_outputs`).
 """
 
 from __future__ import annotations
 
-import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from mmret.data.faults import RUNTIME_SKIPS_DIR, SkippingDataset
 from mmret.distributed import get_rank, init_distributed, is_distributed
-from mmret.engine import checkpoint as ckpt
 from mmret.engine.builders import (
     absolute_path,
     build_objective,
@@ -33,21 +34,29 @@ from mmret.engine.builders import (
 )
 from mmret.engine.config import (
     ConfigError,
+    DataConfig,
+    EvalConfig,
+    LoggerConfig,
+    TrainerConfig,
     data_config,
     eval_config,
     freeze_list,
     logger_config,
     trainer_config,
 )
-from mmret.engine.data import build_source, ensure_dataset, prepare_data
-from mmret.engine.evaluation import (
-    RunEvaluation,
-    scalar_metrics,
-)
+from mmret.engine.data import build_source, prepare_data
+from mmret.engine.evaluation import RunEvaluation, scalar_metrics
 from mmret.engine.health import TrainingCollapsed
 from mmret.engine.logging import MetricsLogger
 from mmret.engine.report import write_run_outputs
-from mmret.engine.runlock import acquire_run_lock
+from mmret.engine.rundir import (
+    append_notes,
+    claim_run_dir,
+    run_notes,
+    write_config,
+    write_skipped,
+)
+from mmret.engine.stages import describe_init, init_from_checkpoint, resolve_resume
 from mmret.engine.trainer import Trainer
 from mmret.tasks import check_compatible
 
@@ -57,112 +66,18 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def resolve_resume(resume: Any, run_dir: Path) -> Path | None:
-    """``resume``: false → None; a path → its checkpoint; true → this run dir's checkpoint,
-    else the newest sibling run (same experiment folder) that has one."""
-    if resume in (None, False, "false", ""):
-        return None
-    if resume is True or resume == "true":
-        if ckpt.has_checkpoint(run_dir):
-            return ckpt.resolve_checkpoint_dir(run_dir)
-        parent = run_dir.parent
-        candidates = [
-            p for p in parent.iterdir() if p.is_dir() and p != run_dir and ckpt.has_checkpoint(p)
-        ] if parent.is_dir() else []
-        if not candidates:
-            raise ConfigError(
-                f"resume=true: no checkpoint in {run_dir} nor in a sibling run under {parent}; "
-                "pass resume=<run dir> or set hydra.run.dir to the run to continue"
-            )
-        newest = max(candidates, key=lambda p: (p / "checkpoints").stat().st_mtime)
-        return ckpt.resolve_checkpoint_dir(newest)
-    return ckpt.resolve_checkpoint_dir(absolute_path(str(resume)))
+@dataclass
+class RunSettings:
+    """The validated config sections of a run and where it runs."""
 
-
-def write_config(cfg: DictConfig, run_dir: Path) -> Path:
-    path = run_dir / ckpt.CONFIG_FILE
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return path
-
-
-def init_from_checkpoint(
-    model: torch.nn.Module, task: torch.nn.Module, path: str | Path, allow_new: list[str]
-) -> dict[str, list[str]]:
-    """Start a new stage from an earlier run: load every weight of ``model`` and ``task``
-    that the checkpoint at ``path`` holds with the same name and shape.
-
-    Returns ``{"loaded", "new", "left_out"}`` key lists (``model.*`` / ``task.*``). A weight
-    the checkpoint lacks must sit under a prefix of ``allow_new`` (``init_new_modules``,
-    e.g. ``task.fusion``), so that a typo is an error rather than a silently fresh random
-    module; a shape mismatch is an error.
-    """
-    from safetensors.torch import load_file
-
-    directory = ckpt.resolve_checkpoint_dir(path)
-    report: dict[str, list[str]] = {"loaded": [], "new": [], "left_out": []}
-    for prefix, module, file in (("model", model, ckpt.MODEL_FILE),
-                                 ("task", task, ckpt.TASK_FILE)):
-        saved = load_file(str(directory / file)) if (directory / file).is_file() else {}
-        own = module.state_dict()
-        for key, value in own.items():
-            full = f"{prefix}.{key}"
-            if key not in saved:
-                report["new"].append(full)
-                continue
-            if tuple(saved[key].shape) != tuple(value.shape):
-                raise ConfigError(
-                    f"init_from={path}: {full} has shape {tuple(saved[key].shape)} in the "
-                    f"checkpoint but {tuple(value.shape)} here"
-                )
-            report["loaded"].append(full)
-        report["left_out"] += [f"{prefix}.{k}" for k in saved if k not in own]
-        module.load_state_dict({k: v for k, v in saved.items() if k in own}, strict=False)
-    allowed = [a.rstrip(".") for a in allow_new]
-    unexpected = [k for k in report["new"]
-                  if not any(k == a or k.startswith(a + ".") for a in allowed)]
-    if unexpected:
-        shown = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
-        raise ConfigError(
-            f"init_from={path}: {len(unexpected)} weight(s) are not in the checkpoint and not "
-            f"allowed to start fresh: {shown}. Name their modules in init_new_modules "
-            "(e.g. init_new_modules=[task.fusion]) if that is intended"
-        )
-    return report
-
-
-def _summarise(keys: list[str]) -> str:
-    heads = sorted({".".join(k.split(".")[:2]) for k in keys})
-    return f"{len(keys)} tensors" + (f" ({', '.join(heads)})" if heads else "")
-
-
-SKIPPED_FILE = "skipped.jsonl"
-
-
-def check_run_dir_free(run_dir: Path, resume: Any) -> None:
-    """A run folder that already holds a checkpoint is continued only when asked
-    (``resume``); otherwise starting into it is an error (it would overwrite that run)."""
-    if resume not in (None, False, "false", "") or not ckpt.has_checkpoint(run_dir):
-        return
-    try:
-        step = ckpt.load_state(run_dir).get("step", "?")
-    except ckpt.CheckpointError:
-        step = "?"
-    raise ConfigError(
-        f"{run_dir} already holds the checkpoint of a run (step {step}); pass resume=true "
-        "to continue it, or choose another hydra.run.dir"
-    )
-
-
-def write_skipped(run_dir: Path, skipped: list[dict[str, Any]]) -> Path | None:
-    """``run_dir/skipped.jsonl``: one line per record the data left out (``data.on_error=skip``)."""
-    path = run_dir / SKIPPED_FILE
-    if not skipped:
-        path.unlink(missing_ok=True)
-        return None
-    with open(path, "w", encoding="utf-8") as handle:
-        for entry in skipped:
-            handle.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
-    return path
+    trainer: TrainerConfig
+    data: DataConfig
+    eval: EvalConfig
+    logger: LoggerConfig
+    device: torch.device
+    root: Path
+    seed: int
+    is_main: bool
 
 
 def run_training(
@@ -174,8 +89,8 @@ def run_training(
 
     ``baseline`` (optional): results measured elsewhere (e.g. the untrained model) that the
     report lists before this run's own. ``name``: the results' row name (default:
-    ``experiment_name``). Rank 0 holds ``run_dir/run.lock`` meanwhile
-    (:mod:`mmret.engine.runlock`); a folder with a checkpoint needs ``resume``.
+    ``experiment_name``). Rank 0 holds ``run_dir/run.lock`` meanwhile; a folder with a
+    checkpoint needs ``resume``.
     """
     run_dir = Path(run_dir)
     try:  # every interpolation resolves (a ${required:...} key is given) before anything runs
@@ -183,136 +98,150 @@ def run_training(
     except InterpolationResolutionError as exc:
         raise ConfigError(str(exc).replace("ConfigError raised while resolving interpolation: ",
                                            "")) from None
-    lock = None
-    # the process group is not joined yet: torchrun's RANK tells which process is rank 0
-    launch_rank = int(os.environ.get("RANK", get_rank()))
-    if launch_rank == 0:
-        lock = acquire_run_lock(run_dir)
-        if lock.previous:
-            print(f"{run_dir}: taking over the lock of an ended run (pid "
-                  f"{lock.previous.get('pid', '?')})")
-    try:
-        if launch_rank == 0:
-            check_run_dir_free(run_dir, cfg.get("resume", False))
+    with claim_run_dir(run_dir, cfg.get("resume", False)):
         return _run_training(cfg, run_dir, baseline, name)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _run_training(
     cfg: DictConfig, run_dir: Path, baseline: dict[str, dict[str, Any]] | None,
     name: str | None,
 ) -> dict[str, Any]:
-    tcfg = trainer_config(cfg.trainer)
-    dcfg = data_config(cfg.data)
-    ecfg = eval_config(cfg.eval)
-    lcfg = logger_config(cfg.logger)
-    if tcfg.num_threads:
-        torch.set_num_threads(tcfg.num_threads)
-    if tcfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    device = init_distributed(tcfg.device)
-    is_main = get_rank() == 0
-    seed = int(cfg.seed)
-    if not dcfg.train:
-        raise ConfigError(f"data ({dcfg.name}): training needs a source in data.train")
-
-    root = Path(absolute_path(dcfg.root))
-    if is_main:
-        ensure_dataset(dcfg, root)
-        prepare_data(dcfg, root)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(cfg, run_dir)
-    _barrier()
-
-    seed_everything(seed)
-    objective = build_objective(cfg.objective)
-    towers = build_towers(cfg.model)
-    task = build_task(cfg.get("task"))
-    dataset = build_source(
-        dict(dcfg.train), "data.train", root=root, image_transform=towers.train_transform,
-        eval_transform=towers.eval_transform, cache_images=dcfg.cache_images, seed=seed,
-        tokenizer=towers.tokenizer, on_error=dcfg.on_error, check_images=dcfg.check_images,
-    )
-    skipped = list(getattr(dataset, "skipped", None) or [])
-    if is_main:
-        skipped_path = write_skipped(run_dir, skipped)
-        if skipped_path is not None:
-            print(f"data.train: skipped {len(skipped)} bad record(s) (data.on_error=skip), "
-                  f"listed in {skipped_path}")
-    data_label = f"data={dcfg.name} ({dcfg.train['_target_']})"
-    task.setup(towers, dataset)
-    check_compatible(task, objective, towers.model, dataset, data_label)
-
+    run = _settings(cfg)
+    _prepare(cfg, run, run_dir)
+    towers, task, objective, dataset, skipped = _build(cfg, run, run_dir)
     if cfg.get("init_from"):
         source = absolute_path(str(cfg.init_from))
-        report = init_from_checkpoint(
-            towers.model, task, source, [str(p) for p in cfg.get("init_new_modules") or []]
-        )
-        if is_main:
-            print(f"init_from {source}: loaded {_summarise(report['loaded'])}; newly "
-                  f"initialised {_summarise(report['new'])}; left out "
-                  f"{_summarise(report['left_out'])}")
-
-    evaluator = None
+        report = init_from_checkpoint(towers.model, task, source,
+                                      [str(p) for p in cfg.get("init_new_modules") or []])
+        if run.is_main:
+            print(describe_init(source, report))
     experiment = name or str(cfg.get("experiment_name", "run"))
-    if is_main and tcfg.eval_every and ecfg.during_training_split and dcfg.eval:
-        during = RunEvaluation(dcfg, ecfg, root, towers, name=experiment, device=device,
-                               precision=tcfg.precision, task=task,
-                               train_source=dict(dcfg.train), during_training=True)
-
-        def evaluator(model: torch.nn.Module) -> dict[str, float]:
-            results, _ = during(task.retrieval_embedding(model, objective))
-            return scalar_metrics(next(iter(results.values())))
-
     resume_from = resolve_resume(cfg.get("resume", False), run_dir)
-    logger = MetricsLogger(
-        run_dir, lcfg, active=is_main,
-        config=OmegaConf.to_container(cfg, resolve=True), resume=resume_from is not None,
-    )
-    trainer = Trainer(
-        towers.model, task, objective, dataset, tcfg, run_dir, seed, logger, evaluator, device,
-        freeze=freeze_list(cfg.get("freeze")),
-    )
+    if isinstance(dataset, SkippingDataset):  # on_error=skip: images failing in training
+        dataset.use_directory(run_dir / RUNTIME_SKIPS_DIR,
+                              clear=run.is_main and resume_from is None)
+    logger = MetricsLogger(run_dir, run.logger, active=run.is_main,
+                           config=OmegaConf.to_container(cfg, resolve=True),
+                           resume=resume_from is not None)
+    trainer = Trainer(towers.model, task, objective, dataset, run.trainer, run_dir, run.seed,
+                      logger, _periodic_evaluator(run, towers, task, objective, experiment),
+                      run.device, freeze=freeze_list(cfg.get("freeze")))
+    if skipped:
+        logger.log({"skipped_records": len(skipped)}, trainer.step, kind="data")
     results: dict[str, dict[str, Any]] = {}
     headlines: list[str] = []
     paths: dict[str, Path] = {}
-    if skipped:
-        logger.log({"skipped_records": len(skipped)}, trainer.step, kind="data")
     try:
         try:
             trainer.fit(resume_from)
         except TrainingCollapsed:  # trainer.on_collapse=stop: write what the run has
-            if is_main:
+            if run.is_main:
                 write_run_outputs(run_dir, dict(baseline or {}),
-                                  f"{experiment}: stopped at step {trainer.step}", lcfg.plots)
+                                  f"{experiment}: stopped at step {trainer.step}",
+                                  run.logger.plots)
             raise
-        sharded_eval = ecfg.distributed and is_distributed()
-        if dcfg.eval and (is_main or sharded_eval):
-            final = RunEvaluation(dcfg, ecfg, root, towers, name=experiment, device=device,
-                                  precision=tcfg.precision, task=task, out_dir=run_dir,
-                                  train_source=dict(dcfg.train), distributed=sharded_eval)
+        skipped = _skipped_after_training(dataset, skipped, run, run_dir, logger, trainer.step)
+        sharded = run.eval.distributed and is_distributed()
+        if run.data.eval and (run.is_main or sharded):
+            final = RunEvaluation(run.data, run.eval, run.root, towers, name=experiment,
+                                  device=run.device, precision=run.trainer.precision,
+                                  task=task, out_dir=run_dir,
+                                  train_source=dict(run.data.train), distributed=sharded)
             results, headlines = final(task.retrieval_embedding(towers.model, objective))
-        if is_main and dcfg.eval:
+        if run.is_main and run.data.eval:
             for metrics in results.values():
                 logger.log(scalar_metrics(metrics), trainer.step,
-                           kind=f"final_{metrics['protocol']}_{ecfg.split}")
+                           kind=f"final_{metrics['protocol']}_{run.eval.split}")
             title = f"{next(iter(results), experiment)}: step {trainer.step}"
             paths = write_run_outputs(run_dir, {**(baseline or {}), **results}, title,
-                                      lcfg.plots)
-            notes = []
-            if skipped:
-                notes.append(f"- Data: {len(skipped)} bad training record(s) skipped "
-                             f"(data.on_error=skip), listed in {SKIPPED_FILE}.")
-            if trainer.nonfinite_skips:
-                notes.append(f"- Training: {trainer.nonfinite_skips} step(s) with NaN/Inf "
-                             "skipped (trainer.on_nonfinite=skip).")
-            if notes and "results.md" in paths:
-                with open(paths["results.md"], "a", encoding="utf-8") as handle:
-                    handle.write("\n" + "\n".join(notes) + "\n")
+                                      run.logger.plots)
+            append_notes(paths.get("results.md"), run_notes(skipped, trainer.nonfinite_skips))
         _barrier()
     finally:
         logger.close()
     return {"results": results, "headlines": headlines, "paths": paths, "run_dir": run_dir,
             "trainer": trainer, "skipped": skipped}
+
+
+def _settings(cfg: DictConfig) -> RunSettings:
+    """Validate the config sections, set the thread count and determinism, join the
+    process group."""
+    tcfg = trainer_config(cfg.trainer)
+    dcfg = data_config(cfg.data)
+    if tcfg.num_threads:
+        torch.set_num_threads(tcfg.num_threads)
+    if tcfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if not dcfg.train:
+        raise ConfigError(f"data ({dcfg.name}): training needs a source in data.train")
+    device = init_distributed(tcfg.device)
+    return RunSettings(tcfg, dcfg, eval_config(cfg.eval), logger_config(cfg.logger), device,
+                       Path(absolute_path(dcfg.root)), int(cfg.seed), get_rank() == 0)
+
+
+def _prepare(cfg: DictConfig, run: RunSettings, run_dir: Path) -> None:
+    """Rank 0 puts the data in place (``data.prepare``) and writes ``config.yaml``."""
+    if run.is_main:
+        prepare_data(run.data, run.root)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, run_dir)
+    _barrier()
+
+
+def _build(cfg: DictConfig, run: RunSettings, run_dir: Path) -> tuple[Any, ...]:
+    """Towers, task, objective and training data, checked once to fit together."""
+    seed_everything(run.seed)
+    objective = build_objective(cfg.objective)
+    towers = build_towers(cfg.model)
+    task = build_task(cfg.get("task"))
+    dcfg = run.data
+    dataset = build_source(
+        dict(dcfg.train), "data.train", root=run.root, image_transform=towers.train_transform,
+        eval_transform=towers.eval_transform, cache_images=dcfg.cache_images, seed=run.seed,
+        tokenizer=towers.tokenizer, on_error=dcfg.on_error, check_images=dcfg.check_images,
+    )
+    skipped = list(getattr(dataset, "skipped", None) or [])
+    if run.is_main:
+        skipped_path = write_skipped(run_dir, skipped)
+        if skipped_path is not None:
+            print(f"data.train: skipped {len(skipped)} bad record(s) (data.on_error=skip), "
+                  f"listed in {skipped_path}")
+    task.setup(towers, dataset)
+    check_compatible(task, objective, towers.model, dataset,
+                     f"data={dcfg.name} ({dcfg.train['_target_']})")
+    return towers, task, objective, dataset, skipped
+
+
+def _skipped_after_training(dataset: Any, before: list[dict[str, Any]], run: RunSettings,
+                            run_dir: Path, logger: MetricsLogger, step: int
+                            ) -> list[dict[str, Any]]:
+    """The up-front skips plus the images that failed to load during training
+    (``data.on_error=skip``, :class:`~mmret.data.faults.SkippingDataset`); rank 0 rewrites
+    ``skipped.jsonl`` and logs the count when training found more."""
+    if not isinstance(dataset, SkippingDataset):
+        return before
+    after = dataset.skipped
+    if run.is_main and len(after) != len(before):
+        path = write_skipped(run_dir, after)
+        print(f"data.train: {len(after) - len(before)} image(s) failed to load during "
+              f"training and were skipped (data.on_error=skip); {len(after)} bad record(s) "
+              f"in all, listed in {path}")
+        logger.log({"skipped_records": len(after)}, step, kind="data")
+    return after
+
+
+def _periodic_evaluator(run: RunSettings, towers: Any, task: Any, objective: Any,
+                        experiment: str) -> Any:
+    """``model -> metrics`` every ``trainer.eval_every`` steps on rank 0, or ``None``."""
+    if not (run.is_main and run.trainer.eval_every and run.eval.during_training_split
+            and run.data.eval):
+        return None
+    during = RunEvaluation(run.data, run.eval, run.root, towers, name=experiment,
+                           device=run.device, precision=run.trainer.precision, task=task,
+                           train_source=dict(run.data.train), during_training=True)
+
+    def evaluator(model: torch.nn.Module) -> dict[str, float]:
+        results, _ = during(task.retrieval_embedding(model, objective))
+        return scalar_metrics(next(iter(results.values())))
+
+    return evaluator

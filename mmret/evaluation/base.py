@@ -41,7 +41,7 @@ class EvalOptions:
         task: the run's :class:`~mmret.tasks.Task` (``None`` outside a run), for protocols
             that need task-owned modules (a composed-retrieval fusion head).
         distributed: in a process group, every rank encodes its share of the images and
-            texts (:func:`mmret.distributed.encode_sharded`) and gets all features back;
+            texts (:mod:`mmret.encoding`) and gets all features back;
             every rank must then run the protocol. The metrics equal one process's exactly.
     """
 

@@ -53,7 +53,7 @@ def baseline(overrides: list[str], out: Path) -> None:
     """The untrained model (seed 0) on the setting's evaluation sets."""
     from mmret.engine.builders import build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
-    from mmret.engine.data import ensure_dataset
+    from mmret.engine.data import prepare_data
     from mmret.engine.evaluation import build_eval_sets, eval_options
     from mmret.evaluation import run_protocol
 
@@ -61,7 +61,7 @@ def baseline(overrides: list[str], out: Path) -> None:
     tic = time.perf_counter()
     dcfg, ecfg = data_config(cfg.data), eval_config(cfg.eval)
     root = Path(dcfg.root).resolve()
-    ensure_dataset(dcfg, root)
+    prepare_data(dcfg, root)
     seed_everything(0)
     towers = build_towers(cfg.model)
     sets = build_eval_sets(dcfg, root, towers, ecfg.split, ["sts"])

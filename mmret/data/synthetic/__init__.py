@@ -23,6 +23,7 @@ or ``mmret-synth --out data/shapes --images 10000`` (``mmret/data/synthetic/cli.
 
 from mmret.data.synthetic.generate import DEFAULT_SPLITS, GENERATOR_VERSION, generate
 from mmret.data.synthetic.languages import SUPPORTED_LANGUAGES
+from mmret.data.synthetic.prepare import prepare_synthetic
 from mmret.data.synthetic.render import render_scene
 from mmret.data.synthetic.writers import ShapesLayout, layout
 
@@ -33,5 +34,6 @@ __all__ = [
     "ShapesLayout",
     "generate",
     "layout",
+    "prepare_synthetic",
     "render_scene",
 ]
