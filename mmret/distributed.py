@@ -16,10 +16,8 @@ equals the single-process gradient of the loss on the concatenated batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
