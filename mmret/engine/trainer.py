@@ -38,6 +38,13 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from mmret.distributed import get_rank, get_world_size, is_distributed
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import ConfigError, Precision, TrainerConfig
+from mmret.engine.health import (
+    COLLAPSE_KIND,
+    COSINE_SUFFIX,
+    CollapseDetector,
+    TrainingCollapsed,
+    feature_cosines,
+)
 from mmret.engine.logging import MetricsLogger
 from mmret.engine.optim import build_optimizer, build_scheduler
 from mmret.engine.sampler import ResumableBatchSampler
@@ -199,6 +206,10 @@ class Trainer:
         self.nonfinite_skips = 0
         self.stop_signal: int | None = None
         self._last_inputs: dict[str, Any] = {}
+        # representation-collapse check (mmret.engine.health; trainer.on_collapse)
+        self.collapse: CollapseDetector | None = None if cfg.on_collapse == "off" else (
+            CollapseDetector(cfg.collapse_window, cfg.collapse_max_cosine,
+                             cfg.collapse_grad_norm, cfg.collapse_loss_tolerance, peak_lr=cfg.lr))
 
     # ------------------------------------------------------------------ freezing
 
@@ -419,6 +430,8 @@ class Trainer:
                     for key, value in losses.items():
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    for key, value in self._health_stats().items():
+                        sums[key] = sums.get(key, 0.0) + value
                     micro += 1
                     if not last_micro:
                         continue
@@ -454,6 +467,7 @@ class Trainer:
                         if progress is not None:
                             progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
                                                  it_s=f"{rate:.2f}")
+                    self._check_collapse(record)
                     due = cfg.eval_every and self.step % cfg.eval_every == 0
                     if due and self.step < cfg.max_steps:
                         self.run_evaluation()
@@ -479,6 +493,42 @@ class Trainer:
         return self.history
 
     # ------------------------------------------------------------------ faults
+
+    def _health_stats(self) -> dict[str, float]:
+        """This micro-batch's collapse signals (summed into the step's record like the
+        losses, so ranks agree): the mean pairwise cosine of each ``*_features`` input and
+        the objective's declared chance loss (``chance_loss_value``)."""
+        if self.collapse is None:
+            return {}
+        stats = feature_cosines(self._last_inputs)
+        chance = getattr(self.objective, "chance_loss", None)
+        value = chance(**self._last_inputs) if callable(chance) else None
+        if value is not None:
+            stats["chance_loss_value"] = float(value)
+        return stats
+
+    def _check_collapse(self, record: dict[str, float]) -> None:
+        """Feed the step's record to the collapse detector; on its (single) event warn,
+        log a ``collapse`` record and, with ``trainer.on_collapse=stop``, raise
+        :class:`~mmret.engine.health.TrainingCollapsed` (the last checkpoint is left as
+        it was)."""
+        if self.collapse is None:
+            return
+        cosines = {k: v for k, v in record.items() if k.endswith(COSINE_SUFFIX)}
+        event = self.collapse.update(self.step, record["loss"], record["grad_norm"],
+                                     record.get("chance_loss_value"), cosines, record["lr"])
+        if event is None:
+            return
+        stop = self.cfg.on_collapse == "stop"
+        message = event.message(stopping=stop)
+        if self.logger is not None:
+            self.logger.log(event.record(), self.step, kind=COLLAPSE_KIND)
+        if stop:
+            raise TrainingCollapsed(
+                f"{message} Training stopped at step {self.step} (trainer.on_collapse=stop); "
+                "the last checkpoint was left as it was")
+        if self.is_main:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def _any_rank(self, flag: bool) -> bool:
         """``flag`` on any rank (one tiny all-reduce when distributed)."""
