@@ -68,9 +68,10 @@ class TrainerConfig:
             checkpoint and :class:`~mmret.engine.health.TrainingCollapsed`, exit status 1)
             or ``off`` (not checked).
         collapse_window: consecutive steps a collapse criterion must hold.
-        collapse_max_cosine: a batch's ``*_features`` whose mean pairwise cosine is at
-            least this count as collapsed (healthy runs, even at initialisation, stay
-            well below: mmret-tiny on shapes starts near 0.8 and falls).
+        collapse_max_cosine: a batch counts as collapsed when every ``*_features``
+            input has a mean pairwise cosine of at least this (mmret-tiny on shapes starts
+            near 0.9 for images and 0.7 for texts and falls; one tower alone may sit near
+            1.0 for a few steps early in a healthy run, hence "every").
         collapse_grad_norm: with the loss at the objective's chance value, a gradient
             norm at most this counts as vanished.
         collapse_loss_tolerance: the loss is "at chance" within this fraction of the
