@@ -132,3 +132,12 @@ def test_checkpoint_key_names_are_unchanged(name: str) -> None:
     fresh.load_state_dict(old, strict=True)
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, old[key])
+
+
+def test_module_examples_run() -> None:
+    import doctest
+
+    import mmret.objectives.temperature as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

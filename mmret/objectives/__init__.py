@@ -11,10 +11,12 @@ from mmret.objectives.base import (
     list_objectives,
     register_objective,
 )
+from mmret.objectives.temperature import LearnableTemperature
 
 __all__ = [
     "OBJECTIVES",
     "CombinedObjective",
+    "LearnableTemperature",
     "Objective",
     "create_objective",
     "list_objectives",

@@ -23,7 +23,7 @@ Notation (one batch of P image-text pairs, see "Layouts" below)::
 
 Returned keys: ``contrastive_loss`` = r·L_con, ``csa_loss`` = α·L_CSA, ``usa_loss`` =
 β·L_USA (each then times the objective's ``weight``); a term that is switched off (its
-weight 0 or its ``use_*`` flag False) is omitted, and so are the heads it alone needs.
+weight 0 or its group's ``enabled`` False) is omitted, and so are the heads it alone needs.
 
 Layouts. ``num_langs = K = 1`` (default): ``image_features`` (P, d) and ``text_features``
 (P, d) are P pairs; images may repeat (several captions of one image in a batch) and
@@ -68,7 +68,7 @@ Heads are owned by the objective (they train with it and are saved with its weig
 Because the LayerNorm comes first, a head gives (up to its ε) the same output for raw and
 for L2-normalised tower features, so it can sit on mmret's normalised ``image_features``.
 At evaluation, score with :meth:`encode_cross` (the reference retrieves with the cross
-heads). With ``heads=False`` the given features (L2-normalised again, which changes nothing
+heads). With ``heads={enabled: false}`` (or ``heads=False``) the given features (L2-normalised again, which changes nothing
 for normalised inputs) serve as both cross and uni features.
 
 Teacher features are constants (detached, no gradient); they may have any width, also
@@ -519,7 +519,7 @@ class CusaObjective(Objective):
     @property
     def eval_heads_active(self) -> bool:
         """Whether retrieval should go through :meth:`encode_cross`: the objective owns heads
-        and its own contrastive term trains them (with ``use_contrastive=False`` another
+        and its own contrastive term trains them (with ``contrastive.enabled=False`` another
         objective trains the towers' features and the heads only see CSA)."""
         return self.heads and self.with_contrastive
 
