@@ -67,7 +67,7 @@ class LearnableTemperature(nn.Module):
         label: name used in error messages and ``repr``.
 
     >>> t = LearnableTemperature(0.07, min_temperature=0.01)
-    >>> round(float(t.logit_scale()), 4), round(t.temperature, 4)
+    >>> round(float(t.logit_scale().detach()), 4), round(t.temperature, 4)
     (14.2857, 0.07)
     """
 
