@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -40,9 +41,16 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_the_core_wheel_alone_runs_the_library(tmp_path):
+    # build from a copy of the sources: an in-tree build reuses build/lib, where modules
+    # deleted since the last build linger and would land in the wheel
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "mmret", source / "mmret",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-          "-w", str(wheels), str(REPO)], timeout=600)
+          "-w", str(wheels), str(source)], timeout=600)
     wheel = next(wheels.glob("mmret-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
