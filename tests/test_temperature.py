@@ -141,3 +141,18 @@ def test_module_examples_run() -> None:
 
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_trainer_logs_what_the_objective_reports() -> None:
+    """The trainer's log entries are the objective's report, prefixed ``temperature/``."""
+    from mmret.engine.trainer import Trainer
+
+    model = nn.Module()
+    model.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    trainer = Trainer.__new__(Trainer)  # only the two attributes the method reads
+    trainer.model = model
+    trainer.objective = create_objective({"clip": 1.0, "one_to_k": {"num_langs": 1}})
+    assert trainer._temperature_stats() == pytest.approx(
+        {"temperature/model": 0.07, "temperature/members.one_to_k.temperature": 0.07})
+    trainer.objective = create_objective("one_to_k", num_langs=1)  # owns τ: no model entry
+    assert trainer._temperature_stats() == pytest.approx({"temperature/temperature": 0.07})
