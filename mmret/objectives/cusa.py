@@ -489,7 +489,7 @@ class CusaObjective(Objective):
             # "raw": the tensor's name in CUSA checkpoints written before the grouping
             return LearnableTemperature(
                 spec.init, low, high, bool(spec.learnable), temps.parametrization,
-                storage_name="raw", label=label,
+                storage_name="raw", label=name,
             )
 
         if self.with_contrastive:
