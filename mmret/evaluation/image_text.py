@@ -12,7 +12,6 @@ from mmret.data.sources import ImageTextEvalSet
 from mmret.evaluation.base import EvalOptions, encode_images, encode_texts, register_protocol
 from mmret.metrics import image_text_retrieval
 
-
 #: the columns of the shared retrieval table (image_text, cross_lingual): recalls, mean
 #: recall, RSUM and, when present, the cross-lingual consistency (MRV)
 RETRIEVAL_COLUMNS = tuple(
