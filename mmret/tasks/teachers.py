@@ -18,9 +18,13 @@ Teacher specs are those of :mod:`mmret.teachers.specs`. The batch gains
 - ``source: cache``: features computed once with ``mmret-teacher-cache`` and looked up in
   the collate by the samples' ``image_id`` (→ the split's own image id) and
   ``caption_index`` (→ caption id ``"{image_id}#{k}"``, :func:`mmret.teachers.cache_ids`).
-  At :meth:`setup` the cache must match: the same teachers (identity names, incl. a digest
-  of their weights), the same annotation file and split (fingerprint), every id of the
-  training data present; otherwise a :class:`~mmret.errors.ConfigError` names what differs.
+  At :meth:`setup` the cache must match: the same annotation file and split
+  (fingerprint), every id of the training data present, its checksum, and the configured
+  teachers (:func:`mmret.teachers.specs.check_cache_teacher`: the full identity, weights
+  digest included, when it is known without loading a model, e.g. an SSL teacher's
+  ``teacher.json``; the family and model label otherwise); otherwise a
+  :class:`~mmret.errors.ConfigError` names what differs. No teacher model is loaded: a
+  valid cache trains without the teacher files (a moved SSL folder, no MiniLM).
   Needs a Karpathy/ALBEF training source (:func:`mmret.data.sources.karpathy_pairs`).
 - ``source: online``: the collate prepares each teacher's input (the image file through the
   teacher's own preprocessing; the caption strings) and :meth:`forward` runs the teachers on
@@ -176,12 +180,11 @@ class ImageTextTeachersTask(ImageTextTask):
         super().setup(towers, dataset)
         if dataset is None:  # mmret-eval rebuilding a trained run: no teachers needed
             return
-        self._load_teachers()
         base = super().collate_fn()
-        if self.source == "cache":
+        if self.source == "cache":  # the cache's features: no teacher model is loaded
             self._collate_teachers = self._cached_collator(base, dataset)
-            self.image_teacher = self.text_teacher = None  # identities checked; not needed
         else:
+            self._load_teachers()
             paths = None
             if self.image_teacher is not None:
                 store = getattr(dataset, "images", None)
@@ -199,6 +202,7 @@ class ImageTextTeachersTask(ImageTextTask):
     def _cached_collator(self, base: ImageTextCollator, dataset: Any) -> CachedTeacherCollator:
         from mmret.data.retrieval import RetrievalSplit
         from mmret.teachers import TeacherCache, TeacherCacheError, cache_ids, dataset_fingerprint
+        from mmret.teachers.specs import check_cache_teacher
 
         split = getattr(dataset, "split", None)
         if not isinstance(split, RetrievalSplit):
@@ -215,24 +219,27 @@ class ImageTextTeachersTask(ImageTextTask):
             fingerprint = dataset_fingerprint(provenance["annotation"], provenance["split"],
                                               **extra)
         path = Path(os.path.expanduser(str(self.teachers["cache"])))
+        image, text = self.teachers.get("image"), self.teachers.get("text")
         try:
-            cache = TeacherCache.load(
-                path, expect_fingerprint=fingerprint,
-                expect_image_teacher=self.image_teacher, expect_text_teacher=self.text_teacher,
-                expect_image_ids=image_keys if self.image_teacher is not None else None,
-                expect_text_ids=caption_keys if self.text_teacher is not None else None,
-            )
-        except (TeacherCacheError, FileNotFoundError) as exc:
+            cache = TeacherCache.load(path, expect_fingerprint=fingerprint)
+            for modality, spec in (("image", image), ("text", text)):
+                if spec:
+                    check_cache_teacher(cache, modality, str(spec))
+            if image:
+                cache.check_ids("image", image_keys)
+            if text:
+                cache.check_ids("text", caption_keys)
+        except (TeacherCacheError, FileNotFoundError, ValueError) as exc:
             raise ConfigError(
                 f"task.teachers.cache={self.teachers['cache']} does not fit the run's teachers "
                 f"and training data: {exc}"
             ) from None
         self.cache = cache
         image_features = image_rows = text_features = caption_rows = None
-        if self.image_teacher is not None:
+        if image:
             image_features = cache.features("image").float()
             image_rows = cache.rows("image", image_keys)
-        if self.text_teacher is not None:
+        if text:
             text_features = cache.features("text").float()
             caption_rows = cache.rows("text", caption_keys)
         return CachedTeacherCollator(base, image_features, image_rows, text_features,
