@@ -342,3 +342,38 @@ def test_a_healthy_tiny_run_raises_no_warning(tmp_path, capsys):
     assert history[-1]["loss"] < history[0]["loss"] - 0.5  # it trains
     assert max(r["text_features_cosine"] for r in history) < 0.98
     json.dumps(history)  # records stay plain floats
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+
+def test_mmret_train_with_on_collapse_stop_fails_and_writes_its_health_note(tmp_path):
+    """The run the issue describes, end to end (``run_training``, as ``mmret-train``):
+    mmret-tiny + CLIP driven to collapse by a far too high learning rate. With
+    ``trainer.on_collapse=stop`` the run raises (exit status 1 at the entry point) after
+    writing its ``collapse`` record and a ``results.md`` with the Training health note."""
+    from hydra import compose, initialize_config_dir
+
+    from mmret.data.synthetic import generate
+    from mmret.engine.config import conf_dir, register_configs
+    from mmret.engine.run import run_training
+
+    root = tmp_path / "shapes"
+    generate(root, num_images=40, image_size=64, seed=3, workers=1, progress=False)
+    register_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "experiment=shapes_clip", f"data.root={root}", "trainer.batch_size=8",
+            "trainer.max_steps=12", "trainer.warmup_steps=0", "trainer.lr=1.0",
+            "trainer.grad_clip_norm=null", "trainer.log_every=2", "trainer.num_workers=0",
+            "trainer.device=cpu", "trainer.num_threads=1", "trainer.checkpoint_every=0",
+            "trainer.on_collapse=stop", "trainer.collapse_window=4",
+            "logger.progress_bar=false", "logger.plots=false"])
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingCollapsed, match=r"trainer\.lr=1 now; try 0\.25"):
+        run_training(cfg, run_dir)
+    events = read_metrics(run_dir, COLLAPSE_KIND)
+    assert len(events) == 1 and events[0]["step"] < 12
+    text = (run_dir / "results.md").read_text()
+    assert "## Training health" in text and f"step {events[0]['step']}" in text
+    assert not (run_dir / "checkpoints" / "last").exists()

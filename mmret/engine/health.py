@@ -218,7 +218,7 @@ def training_health_note(records: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"- **Representation collapse** detected at step {record['step']} "
             f"({' and '.join(criteria)} for {int(record['window'])} steps: "
-            f"{', '.join(numbers)}). The metrics above are likely at chance; retrain with a "
+            f"{', '.join(numbers)}). This run's metrics are likely at chance; retrain with a "
             f"lower `trainer.lr` (it was {lr:g}) or a longer `trainer.warmup_steps`."
         )
     return "\n".join(lines)
