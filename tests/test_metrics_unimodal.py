@@ -75,13 +75,42 @@ def test_hand_built_ranks_and_ap():
     assert out["unimodal_num_queries"] == 3.0
 
 
-def test_text_to_text_and_image_to_image_keys():
-    features = torch.eye(6)
-    out = text_to_text_retrieval(features, torch.tensor([0, 0, 1, 1, 2, 2]))
-    assert set(out) == {"text_to_text_R@1", "text_to_text_R@5", "text_to_text_R@10",
-                        "text_to_text_mAP", "text_to_text_num_queries"}
-    out = image_to_image_retrieval(features, torch.tensor([0, 0, 1, 1, -1, -1]))
+def _renamed(expected: dict[str, float], prefix: str) -> dict[str, float]:
+    return {key.replace("unimodal_", f"{prefix}_", 1): value for key, value in expected.items()}
+
+
+def test_text_to_text_and_image_to_image_against_the_naive_reference():
+    g = torch.Generator().manual_seed(3)
+    # text->text: a caption's positives are the other captions of its image; image 3 has a
+    # single caption (a distractor, never a query)
+    text_to_image = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4])
+    texts = torch.randint(-2, 3, (12, 4), generator=g).float()  # exact ties
+    got = text_to_text_retrieval(texts, text_to_image, ks=(1, 2, 5), chunk_size=5)
+    expected = _renamed(naive(texts, text_to_image.tolist(), ks=(1, 2, 5)), "text_to_text")
+    assert got.keys() == expected.keys() and got["text_to_text_num_queries"] == 11.0
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+    # image->image: group ids, -1 = distractor only
+    groups = torch.tensor([0, 0, -1, 1, 1, 1, -1, 2, 2, -1])
+    images = torch.nn.functional.normalize(torch.randn(10, 5, generator=g), dim=1)
+    got = image_to_image_retrieval(images, groups, chunk_size=3)
+    expected = _renamed(naive(images, groups.tolist()), "image_to_image")
+    assert got.keys() == expected.keys() and got["image_to_image_num_queries"] == 7.0
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_all_tied_scores_by_hand():
+    # one-hot features: every score against a query is 0, so the gallery is in index order;
+    # query q's positive is its pair partner: ranks 0, 0, 2, 2, 4, 4 (query removed)
+    out = text_to_text_retrieval(torch.eye(6), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert out["text_to_text_R@1"] == pytest.approx(100 * 2 / 6)
+    assert out["text_to_text_R@5"] == pytest.approx(100.0)
+    assert out["text_to_text_mAP"] == pytest.approx(100 * (1 + 1 + 1 / 3 + 1 / 3 + 1 / 5 + 1 / 5) / 6)
+    out = image_to_image_retrieval(torch.eye(6), torch.tensor([0, 0, 1, 1, -1, -1]))
     assert out["image_to_image_num_queries"] == 4.0
+    assert out["image_to_image_R@1"] == pytest.approx(50.0)  # queries 0, 1 hit; 2, 3 rank 2
+    assert out["image_to_image_mAP"] == pytest.approx(100 * (1 + 1 + 1 / 3 + 1 / 3) / 4)
 
 
 def test_errors_name_the_argument():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -352,7 +353,31 @@ def test_shapes_graded_similarity_rule(shapes):
     assert graded_similarity("A red circle.", "A red star.") == 0.0
     pairs = shapes_graded_pairs(shapes, "test", max_pairs=15)  # 6 test images, <= 3 pairs each
     assert len(pairs) == 15
-    assert all(s == graded_similarity(a, b) for a, b, s in zip(pairs.sentences1,
-                                                               pairs.sentences2, pairs.scores,
-                                                               strict=True))
+    # the independent reference: the generator's own caption plans (which objects each
+    # caption mentions), not the caption text; the fixture is generate(60 images, seed 5)
+    truth = _planned_caption_objects(num_images=60, seed=5)
+    for a, b, score in zip(pairs.sentences1, pairs.sentences2, pairs.scores, strict=True):
+        x, y = truth[a], truth[b]
+        assert score == pytest.approx(5.0 * sum((x & y).values()) / sum((x | y).values())), (a, b)
+    # every first sentence is the full ("list") caption of a test image
+    from mmret.data.retrieval import load_karpathy
+
+    test_split = load_karpathy(shapes / "karpathy" / "dataset_shapes.json", shapes, "test")
+    first_captions = {test_split.captions[texts[0]] for texts in test_split.image_to_texts()}
+    assert set(pairs.sentences1) <= first_captions
     assert max(pairs.scores) == 5.0 and min(pairs.scores) < 2.5  # graded, not binary
+
+
+def _planned_caption_objects(num_images: int, seed: int) -> dict[str, Counter]:
+    """English caption -> multiset of the (colour, shape) of the objects its plan mentions."""
+    from mmret.data.synthetic.generate import DEFAULT_SPLITS
+    from mmret.data.synthetic.languages import get_language
+    from mmret.data.synthetic.planner import plan_dataset
+
+    english = get_language("en")
+    truth: dict[str, Counter] = {}
+    for image in plan_dataset(num_images, seed, DEFAULT_SPLITS).images:
+        for plan in image.captions:
+            objects = Counter((m.obj.color, m.obj.shape) for m in plan.mentions)
+            assert truth.setdefault(english.caption(plan), objects) == objects
+    return truth

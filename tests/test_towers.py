@@ -159,10 +159,55 @@ def test_pretrained_download_failure_is_one_clear_error(tmp_path, monkeypatch) -
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def _noise_image(seed: int, size: tuple[int, int] = (300, 200)) -> Image.Image:
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy())
+
+
 def test_open_clip_architecture_without_weights() -> None:
+    """An open_clip name gives open_clip's own architecture, tokenizer and eval transform
+    (checked against open_clip built directly with the same weights), under the towers
+    contract: forward's features are encode_*'s L2-normalised, each row
+    depends on its own input only, and repeated calls agree."""
+    import open_clip
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
     model, _, eval_tf, tokenizer = mmret.create_towers("RN50", pretrained=None)
-    out = model(text=tokenizer(["a photo of a cat"]))
-    assert out["text_features"].shape == (1, 1024)
+    model.eval()
+    captions = ["a photo of a cat", "two red squares and a blue star", "ein Hund im Schnee"]
+    text = tokenizer(captions)
+    assert torch.equal(text, open_clip.get_tokenizer("RN50")(captions))
+    pictures = [_noise_image(s) for s in (1, 2)]
+    images = torch.stack([eval_tf(p) for p in pictures])
+    reference_tf = open_clip.image_transform(model.visual.image_size, is_train=False)
+    torch.testing.assert_close(images, torch.stack([reference_tf(p) for p in pictures]))
+
+    with torch.no_grad():
+        out = model(image=images, text=text)
+        again = model(text=text)
+        raw_image, raw_text = model.encode_image(images), model.encode_text(text)
+        # open_clip's own RN50, given mmret's weights: the same features
+        reference = open_clip.create_model("RN50", pretrained=None).eval()
+        reference.load_state_dict(model.state_dict())
+        ref_image = reference.encode_image(images, normalize=True)
+        ref_text = reference.encode_text(text, normalize=True)
+        # one row at a time: batch independence
+        alone_image = torch.cat([model.encode_image(images[i:i + 1]) for i in range(2)])
+        alone_text = torch.cat([model.encode_text(text[i:i + 1]) for i in range(3)])
+    assert out["image_features"].shape == (2, 1024) and out["text_features"].shape == (3, 1024)
+    torch.testing.assert_close(out["image_features"], ref_image, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["text_features"], ref_text, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["image_features"], F.normalize(raw_image, dim=-1))
+    torch.testing.assert_close(out["text_features"], F.normalize(raw_text, dim=-1))
+    for key in ("image_features", "text_features"):
+        torch.testing.assert_close(out[key].norm(dim=-1), torch.ones(len(out[key])))
+    assert torch.equal(out["text_features"], again["text_features"])  # deterministic
+    assert not torch.allclose(raw_text.norm(dim=-1), torch.ones(3))  # encode_* is raw
+    torch.testing.assert_close(alone_image, raw_image, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone_text, raw_text, rtol=1e-4, atol=1e-5)
+    assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
 
 
 def test_timm_vision_with_real_pretrained_hf_text_tower() -> None:
