@@ -361,7 +361,10 @@ def test_two_process_torchrun_matches_one_process_in_both_stages(shapes, tmp_pat
     one_model = mmret.load_checkpoint(tmp_path / "one2").model
     for (name, a), b in zip(ddp_model.state_dict().items(), one_model.state_dict().values(),
                             strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+        # Adam divides by sqrt(v): where a gradient entry is ~0 the all-reduce's rounding can
+        # move that weight by ~1e-6 after two steps (seen: 1 of 49152 entries at 2e-6)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_composed_refuses_ddp_towers_without_a_raw_forward():
