@@ -39,7 +39,7 @@ from mmret.tasks import create_task
 
 def _naive_mean_cosine(x: torch.Tensor) -> float:
     """Reference: the full cosine matrix, mean over the off-diagonal entries."""
-    u = F.normalize(x.double(), dim=1)
+    u = F.normalize(x.detach().double(), dim=1)
     sim = u @ u.T
     n = len(x)
     return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
@@ -72,12 +72,18 @@ def test_mean_pairwise_cosine_limits_subsample_and_bad_input():
 
 
 def test_feature_cosines_takes_the_2d_float_feature_inputs_only():
-    inputs = {"image_features": torch.randn(8, 4), "text_features": torch.eye(8),
-              "logit_scale": torch.tensor(10.0), "image_ids": torch.arange(8),
-              "level_features": torch.randn(8, 3, 4), "query_features": torch.randn(1, 4),
+    trained = {"requires_grad": True}
+    inputs = {"image_features": torch.randn(8, 4, **trained),
+              "text_features": torch.eye(8, **trained),
+              "logit_scale": torch.tensor(10.0, **trained), "image_ids": torch.arange(8),
+              "level_features": torch.randn(8, 3, 4, **trained),
+              "query_features": torch.randn(1, 4, **trained),
+              "teacher_image_features": torch.ones(8, 4),  # frozen: cannot collapse
               "target_index": torch.arange(8), "anchor_features": None}
     out = feature_cosines(inputs)
     assert set(out) == {"image_features_cosine", "text_features_cosine"}
+    assert set(feature_cosines(inputs, trained_only=False)) == {
+        "image_features_cosine", "text_features_cosine", "teacher_image_features_cosine"}
     assert out["text_features_cosine"] == pytest.approx(0.0, abs=1e-7)
     assert out["image_features_cosine"] == pytest.approx(
         _naive_mean_cosine(inputs["image_features"]), abs=1e-6)

@@ -12,8 +12,9 @@ cheap signals per optimiser step and reports the first time either holds for
     value (:meth:`mmret.objectives.Objective.chance_loss`; objectives that declare none
     skip this criterion) *and* the gradient norm is at most ``grad_norm``.
 ``feature_spread``
-    every feature tensor the task hands the objective (the 2-D ``*_features`` inputs:
-    image and text embeddings, anchors and positives, queries and targets) has a mean
+    every trained feature tensor the task hands the objective (the 2-D ``*_features``
+    inputs that carry a gradient: image and text embeddings, anchors and positives,
+    queries; not frozen teachers' or a bank's features) has a mean
     pairwise cosine similarity of its L2-normalised rows of at least ``max_cosine``
     (:func:`mean_pairwise_cosine`, exact, O(N·d) on at most :data:`MAX_ROWS` rows). One
     tower alone may pass through such a state early in a healthy run (mmret-tiny's image
@@ -72,14 +73,18 @@ def mean_pairwise_cosine(features: torch.Tensor, max_rows: int = MAX_ROWS) -> fl
     return float((total - norms.sum()) / (n * (n - 1)))
 
 
-def feature_cosines(inputs: Mapping[str, Any], max_rows: int = MAX_ROWS) -> dict[str, float]:
+def feature_cosines(
+    inputs: Mapping[str, Any], max_rows: int = MAX_ROWS, trained_only: bool = True
+) -> dict[str, float]:
     """``{"<key>_cosine": mean pairwise cosine}`` of every 2-D floating-point tensor among
     ``inputs`` (a task's objective inputs) whose key ends in ``_features`` and that has at
-    least two rows."""
+    least two rows; with ``trained_only``, only those that require a gradient (the
+    embeddings being trained; frozen teachers' and banks' features cannot collapse)."""
     out: dict[str, float] = {}
     for key, value in inputs.items():
         if (key.endswith("_features") and isinstance(value, torch.Tensor)
-                and value.is_floating_point() and value.ndim == 2 and value.shape[0] >= 2):
+                and value.is_floating_point() and value.ndim == 2 and value.shape[0] >= 2
+                and (value.requires_grad or not trained_only)):
             out[key + COSINE_SUFFIX] = mean_pairwise_cosine(value, max_rows)
     return out
 
