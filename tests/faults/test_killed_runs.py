@@ -242,15 +242,38 @@ def test_manifest_lists_every_file(saved):
 # ----------------------------------------------------------------------------- run folder
 
 
-def test_second_run_into_a_live_run_folder_refuses(tmp_path):
-    first = acquire_run_lock(tmp_path)
+_HOLD_LOCK = ("import sys; from mmret.engine.runlock import acquire_run_lock; "
+              "lock = acquire_run_lock(sys.argv[1]); print('locked', flush=True); "
+              "sys.stdin.read(); lock.release()")
+
+
+def test_second_run_training_into_a_live_run_folder_refuses(tmp_path, shapes40):
+    """``run_training`` into a folder that a live process holds is refused before it
+    writes anything, with a message naming the holder's pid; the holder keeps its lock.
+    Once the holder has finished, the same call trains and frees the folder."""
+    from mmret.engine.run import run_training
+    from tests.faults.kill_driver import compose
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run_dir)], cwd=REPO,
+                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        with pytest.raises(ConfigError, match=f"in use by another training run \\(pid {os.getpid()}"):
-            acquire_run_lock(tmp_path)
+        assert holder.stdout.readline().strip() == "locked"
+        cfg = compose(str(shapes40), resume=False)
+        cfg.trainer.max_steps, cfg.trainer.checkpoint_every = 1, 0
+        with pytest.raises(ConfigError, match=(
+                f"{run_dir} is in use by another training run \\(pid {holder.pid} on .*"
+                "choose another hydra.run.dir")):
+            run_training(cfg, run_dir)
+        assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]  # nothing written
+        assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == holder.pid
     finally:
-        first.release()
-    assert not (tmp_path / LOCK_FILE).exists()
-    acquire_run_lock(tmp_path).release()  # free again
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0 and not (run_dir / LOCK_FILE).exists()
+    out = run_training(cfg, run_dir)  # the folder is free again
+    assert [h["step"] for h in out["trainer"].history] == [1]
+    assert not (run_dir / LOCK_FILE).exists()  # released when the run ends
 
 
 def test_stale_lock_of_a_dead_run_is_taken_over(tmp_path):
