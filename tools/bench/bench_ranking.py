@@ -254,14 +254,14 @@ def write_doc(report: dict) -> None:
     floor = report["bare_product_seconds"]
     for name, res in report["methods"].items():
         if "skipped" in res:
-            rows.append(f"| {name} | skipped: {res['skipped']} | | | |")
+            rows.append(f"| {name} | skipped: {res['skipped']} | | | | |")
             continue
         seconds = res.get("extrapolated_seconds", res["seconds"])
         note = " (extrapolated)" if "extrapolated_seconds" in res else ""
         engine_ratio = seconds / report["methods"]["engine"]["seconds"]
         rows.append(
             f"| {name} | {seconds:.2f}{note} | {seconds / floor:.2f}× | {engine_ratio:.2f}× | "
-            f"{res['peak_extra_bytes'] / 2**20:.0f} MiB |"
+            f"{res['peak_extra_bytes'] / 2**20:.0f} MiB | {res['loadavg'][0]:.1f} |"
         )
     section = [
         f"### Ranking engine, scale `{scale}` ({report['images']:,} images × "
@@ -271,8 +271,8 @@ def write_doc(report: dict) -> None:
         f"Machine: {report['machine']}; torch threads = {report['threads']}.  ",
         f"Engine chunk = {report['chunk_size']} image rows × all captions.",
         "",
-        "| method | seconds | × bare product | × engine time | peak extra memory |",
-        "|---|---|---|---|---|",
+        "| method | seconds | × bare product | × engine time | peak extra memory | load |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
         f"Agreement: {'; '.join(f'{k}: {v}' for k, v in report['agreement'].items()) or '—'}.",
@@ -357,7 +357,8 @@ def main() -> None:
         "linearly to all queries. `full_matrix` reports recall only (as CLIP_benchmark). "
         "Each method runs in a fresh process; the fastest of "
         f"{args.repeat} round(s) is kept. Absolute times vary by tens of percent between "
-        "runs on small shared machines (the load average is recorded in the JSON)."
+        "runs on small shared machines; `load` is the 1-minute load average when the kept "
+        "round of the method ended (above the core count, other jobs shared the cores)."
     )
     report = {
         "scale": args.scale,
