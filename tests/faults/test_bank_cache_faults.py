@@ -1,6 +1,6 @@
-"""Faults of the negative bank (mmret.bank, branch lib-cir) and the teacher-feature cache
-(mmret.teachers.cache, branch lib-cusa): corrupted, truncated and mismatched files are
-detected at load; empty inputs are rejected. Skipped until those packages are merged."""
+"""Faults of the negative bank (mmret.bank) and the teacher-feature cache
+(mmret.teachers.cache): corrupted, truncated and mismatched files are detected at load;
+empty inputs and NaN/inf (or float16-overflowing) features are rejected, naming the row."""
 
 from __future__ import annotations
 
