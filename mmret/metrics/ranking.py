@@ -62,9 +62,10 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 256
 
 #: Bytes of one score tile of :func:`image_text_ranks`'s main pass on a CPU: the product
-#: writes the tile and the comparisons read it while it is still in cache (2–8 MiB timed
-#: alike on a 2-core Xeon; smaller tiles mean more, shorter kernels).
-_TILE_BYTES = 4 * 2**20
+#: writes the tile and the comparisons read it while it is still in cache (2–16 MiB timed
+#: alike on a 2-core Xeon, single-threaded; smaller tiles mean more, shorter kernels, which
+#: cost more when other jobs share the cores; a whole 50,000-caption row was 13% slower).
+_TILE_BYTES = 8 * 2**20
 
 #: Fewest caption columns per tile (fewer, longer kernels when chunks are tall).
 _MIN_TILE_COLUMNS = 256
