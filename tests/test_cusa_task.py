@@ -365,14 +365,25 @@ def test_unimodal_protocol_against_a_naive_reference():
 
 
 @pytest.mark.parametrize("experiment", ["itr_contrastive", "itr_csa", "itr_usa", "itr_cusa"])
-def test_every_itr_experiment_composes_and_trains_two_steps(
-    experiment, shapes, ssl_dir, cache, tmp_path
+def test_every_itr_experiment_composes_and_learns(
+    experiment, shapes, ssl_dir, cache, tmp_path, monkeypatch
 ):
+    """40 steps on 8 training images at the experiment's own lr: the summed objective
+    (contrastive + CSA / USA terms) on one fixed batch falls below 0.95 x its value at the
+    start weights (tests/learning_utils.py; measured: about 0.90 for the contrastive-only
+    and CSA runs, 0.67 with USA; an optimiser that changes nothing gives exactly 1)."""
+    from tests.learning_utils import fixed_batch_losses, record_start_weights
+
     cfg = _compose(f"experiment={experiment}", f"data.root={shapes}", *SMALL,
-                   "trainer.max_steps=2", *_teacher_overrides(ssl_dir, cache))
+                   "trainer.max_steps=40", "trainer.warmup_steps=4", "data.train.max_images=8",
+                   *_teacher_overrides(ssl_dir, cache))
+    start = record_start_weights(monkeypatch)
     out = run_training(cfg, tmp_path / experiment)
-    assert [h["step"] for h in out["trainer"].history] == [1, 2]
-    assert all(h["loss"] > 0 for h in out["trainer"].history)
+    history = out["trainer"].history
+    assert [h["step"] for h in history] == list(range(1, 41))
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    before, after = fixed_batch_losses(out["trainer"], start)
+    assert after < 0.95 * before, (experiment, before, after)
 
 
 def test_ccr_one_to_k_csa_composes_and_trains_two_steps(ssl_dir, tmp_path):
