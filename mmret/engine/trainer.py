@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from mmret.distributed import get_rank, get_world_size, is_distributed
+from mmret.distributed import get_rank, get_world_size, is_distributed, unwrap_model
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import ConfigError, Precision, TrainerConfig
 from mmret.engine.health import (
@@ -47,8 +47,8 @@ from mmret.engine.health import (
 )
 from mmret.engine.logging import MetricsLogger
 from mmret.engine.optim import build_optimizer, build_scheduler
+from mmret.engine.precision import autocast_context
 from mmret.engine.sampler import ResumableBatchSampler
-from mmret.evaluation import unwrap
 from mmret.tasks.base import Task, TaskContext
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -99,16 +99,6 @@ def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
-
-
-def autocast_context(
-    device: torch.device, precision: Precision
-) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; a no-op on CPU or with fp32."""
-    if device.type != "cuda" or precision == Precision.fp32:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == Precision.bf16 else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 class Trainer:
@@ -369,7 +359,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        unwrap(self.objective).post_step()
+        unwrap_model(self.objective).post_step()
         return float(norm)
 
     def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
