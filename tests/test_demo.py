@@ -29,24 +29,33 @@ def test_english_clip_demo_pipeline_small(tmp_path, capsys, monkeypatch):
     assert str(run / "results.md") in printed
 
 
-def test_default_demo_trains_one_to_k_and_prints_per_language_recall_and_mrv(
+def test_default_demo_learns_and_prints_per_language_recall_and_mrv(
     tmp_path, capsys, monkeypatch
 ):
+    """The default demo (1-to-K over six languages) learns within a short run: 40 steps of
+    8 images x 6 captions on the 32 training images of a 40-image set, evaluated on those
+    same images (eval.split=train; chance text->image R@5 = 5/32 = 16 %). Measured: English
+    text->image R@5 18 % -> 42 %, R@10 41 % -> 64 %; an optimiser that changes nothing
+    leaves them where they start."""
     monkeypatch.chdir(tmp_path)
     results = demo.main([
-        "data.root=data/shapes_small", "data.generate.num_images=40",
-        "paths.output_root=out", "trainer.max_steps=2", "trainer.batch_size=4",
-        "trainer.warmup_steps=1", "logger.progress_bar=false",
+        "data.root=data/shapes_small", "data.generate.num_images=40", "eval.split=train",
+        "paths.output_root=out", "trainer.max_steps=40", "trainer.batch_size=8",
+        "trainer.warmup_steps=4", "logger.progress_bar=false",
     ])
     printed = capsys.readouterr().out
     names = list(results)
-    assert names == ["mmret-tiny untrained (shapes test)", "mmret-tiny + one_to_k (shapes test)",
+    assert names == ["mmret-tiny untrained (shapes train)", "mmret-tiny + one_to_k (shapes train)",
                      "mmret-tiny + one_to_k (cross-lingual, all-language fine-tuning)"]
-    cross = results[names[2]]
+    untrained, trained, cross = (results[n] for n in names)
+    for k in (5, 10):
+        key = f"text_to_image_R@{k}"
+        assert trained[key] >= untrained[key] + 10, (key, untrained[key], trained[key])
+    assert cross["text_to_image_R@10"] > 100 * 10 / 32 + 10  # all six languages, above chance
     assert cross["protocol"] == "cross_lingual" and cross["headline"] == "text_to_image_R@1"
     assert list(cross["per_language"]) == ["en", "de", "fr", "cs", "zh", "ja"]
     assert "mrv_std_image_to_text" in cross and "mrv_std_text_to_image" in cross
     assert "| zh |" in printed and "MRV (std)" in printed
-    assert "batch 4 images × 6 captions" in printed
+    assert "batch 8 images × 6 captions" in printed
     run = next((tmp_path / "out" / "demo").iterdir())
     assert any(p.name.startswith("rank_spread_") and p.suffix == ".png" for p in run.iterdir())
