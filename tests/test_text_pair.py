@@ -29,6 +29,7 @@ from mmret.data.text_pairs import (
 from mmret.engine.config import conf_dir, register_configs
 from mmret.engine.run import run_training
 from mmret.evaluation import EvalOptions, run_protocol
+from mmret.evaluation.sts import sts_all, sts_spearman
 from mmret.metrics.embedding import (
     alignment,
     collect_rfd,
@@ -37,7 +38,6 @@ from mmret.metrics.embedding import (
     split_corpus,
     uniformity,
 )
-from mmret.evaluation.sts import sts_all, sts_spearman
 from mmret.tasks import TaskContext, check_compatible, create_task
 from mmret.tasks.text_pair import concat_tokens
 from mmret.towers.text_encoders import SentenceEncoder

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from mmret.data.collate import ImageTextCollator
-from mmret.tasks.base import Task, register_task
 from mmret.embedding import RetrievalEmbedding
+from mmret.tasks.base import Task, register_task
 from mmret.tasks.heads import embedding_with_heads
 
 MODEL_INPUTS = ("image", "text")
