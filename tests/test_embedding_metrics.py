@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmret.evaluation.sts import alignment_uniformity
 from mmret.metrics.embedding import (
     EVAL_LOG,
     TRAIN_LOG,
     aligned_anchors,
     alignment,
-    alignment_uniformity,
     append_alignment_uniformity,
     collect_rfd,
     collect_rfd_dir,

@@ -109,6 +109,44 @@ def sts_all(encode_fn: EncodeFn, subsets: Mapping[str, Any], batch_size: int = 6
                                for name, data in subsets.items()})
 
 
+def alignment_uniformity(encode_fn: EncodeFn, pairs: Sequence[tuple[str, str]],
+                         sentences: Sequence[str], batch_size: int = 64) -> dict[str, float]:
+    """Alignment over ``pairs`` and uniformity over ``sentences``
+    (:func:`mmret.metrics.embedding.alignment` / :func:`~mmret.metrics.embedding.uniformity`),
+    encoding ``batch_size`` sentences at a time through the one encoder.
+
+    ``encode_fn(list[str]) -> (n, d)`` (tensor or array); whether dropout is on is the
+    caller's choice (the reference encodes in train mode; see
+    :meth:`SentenceEncoder.encode`). Returns ``{"alignment", "uniformity"}`` as floats —
+    call it every N steps and append the result with
+    :func:`mmret.metrics.embedding.append_alignment_uniformity`.
+    """
+    from mmret.encoding import EncodeOptions, encode_with
+    from mmret.metrics.embedding import alignment, uniformity
+
+    if not pairs or len(sentences) < 2:
+        raise ValueError("alignment_uniformity needs >= 1 pair and >= 2 sentences")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    options = EncodeOptions(batch_size=batch_size, normalize=False)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        out = encode_fn(list(texts))
+        return torch.as_tensor(out if isinstance(out, torch.Tensor) else np.asarray(out))
+
+    def rows(texts: list[str]) -> torch.Tensor:
+        out = encode_with(encode, list(texts), options)
+        if out.dim() != 2 or out.shape[0] != len(texts):
+            raise ValueError(f"encode_fn returned {tuple(out.shape)} for {len(texts)} "
+                             "sentences; expected (n, d)")
+        return out
+
+    left = rows([a for a, _ in pairs])
+    right = rows([b for _, b in pairs])
+    unif = rows(list(sentences))
+    return {"alignment": float(alignment(left, right)), "uniformity": float(uniformity(unif))}
+
+
 @register_protocol("sts", headline="spearman")
 def sts(model: nn.Module, data: STSEvalSet, options: EvalOptions) -> dict[str, Any]:
     """Cosine Spearman / Pearson ×100 of every set and year of ``data``."""

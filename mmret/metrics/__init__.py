@@ -7,7 +7,7 @@ on the inputs' device.
 
 from mmret.metrics.cirr import cirr_metrics, cirr_ranks, write_cirr_submission
 from mmret.metrics.cross_lingual import cross_lingual_retrieval, mean_rank_variance, rank_spread
-from mmret.metrics.embedding import alignment, alignment_uniformity, collect_rfd, uniformity
+from mmret.metrics.embedding import alignment, collect_rfd, uniformity
 from mmret.metrics.fashioniq import (
     FASHIONIQ_CATEGORIES,
     FASHIONIQ_PROTOCOL,
@@ -40,7 +40,6 @@ __all__ = [
     "FASHIONIQ_PROTOCOL",
     "GoldSets",
     "alignment",
-    "alignment_uniformity",
     "chunked_topk",
     "cirr_metrics",
     "cirr_ranks",

@@ -22,7 +22,7 @@ import io
 import math
 import os
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,7 +43,6 @@ ALIGNMENT_KEYS = {
     "sts_ht": "4",
 }
 UNSUPERVISED_PATTERNS = ("dropout", "token_cutoff", "token_shuffle")
-EncodeFn = Callable[[list[str]], Any]
 
 
 # ---------------------------------------------------------------- the two losses
@@ -85,42 +84,6 @@ def uniformity(x: Any, t: float = 2.0, normalize: bool = True, chunk_size: int =
         upper = torch.arange(n, device=x.device)[None, :] > i
         pieces.append(torch.logsumexp((-t * sq)[upper], dim=0))
     return torch.logsumexp(torch.stack(pieces), dim=0) - math.log(n * (n - 1) / 2)
-
-
-def _encode(encode_fn: EncodeFn, sentences: Sequence[str], batch_size: int) -> torch.Tensor:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    parts = [
-        _as_tensor("encode_fn output", encode_fn(list(sentences[i : i + batch_size])))
-        for i in range(0, len(sentences), batch_size)
-    ]
-    out = torch.cat(parts)
-    if out.shape[0] != len(sentences):
-        raise ValueError(f"encode_fn returned {out.shape[0]} rows for {len(sentences)} sentences")
-    return out.detach().float().cpu()
-
-
-def alignment_uniformity(
-    model_encode_fn: EncodeFn,
-    pairs: Sequence[tuple[str, str]],
-    sentences: Sequence[str],
-    batch_size: int = 64,
-) -> dict[str, float]:
-    """Alignment over ``pairs`` and uniformity over ``sentences``, encoding in batches.
-
-    ``model_encode_fn(list[str]) -> (n, d)`` (tensor or array) is called on chunks of
-    ``batch_size``; whether dropout is on is the caller's choice (the reference encodes
-    in train mode; see :meth:`SentenceEncoder.encode`). Returns ``{"alignment",
-    "uniformity"}`` as floats — call it every N steps and append the result with
-    :func:`append_alignment_uniformity`.
-    """
-    if not pairs or len(sentences) < 2:
-        raise ValueError("alignment_uniformity needs >= 1 pair and >= 2 sentences")
-    with torch.no_grad():
-        left = _encode(model_encode_fn, [a for a, _ in pairs], batch_size)
-        right = _encode(model_encode_fn, [b for _, b in pairs], batch_size)
-        unif = _encode(model_encode_fn, list(sentences), batch_size)
-        return {"alignment": float(alignment(left, right)), "uniformity": float(uniformity(unif))}
 
 
 # ---------------------------------------------------------------- probe sets

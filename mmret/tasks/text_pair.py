@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmret.evaluation.sts import alignment_uniformity
 from mmret.metrics.embedding import (
     EVAL_LOG,
     TRAIN_LOG,
-    alignment_uniformity,
     append_alignment_uniformity,
     collect_rfd_dir,
     stsb_probe_sets,
