@@ -11,37 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mmret.data.images import ImagePathDataset, ImageTransform
+from mmret.data.images import ImageTransform
+from mmret.encoding import image_source
 
 ImageSource = Sequence[str | os.PathLike] | Dataset | torch.Tensor
-
-
-class _TensorImages(Dataset):
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
-
-
-def image_dataset(images: ImageSource, transform: ImageTransform | None = None) -> Dataset:
-    """A dataset of images: ``images`` as given when it is a Dataset, a FloatTensor[N, 3,
-    H, W] of already transformed images, or paths wrapped in
-    :class:`~mmret.data.images.ImagePathDataset` with ``transform``."""
-    if isinstance(images, Dataset):
-        return images
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise ValueError(f"images: expected an (N, 3, H, W) tensor, got "
-                             f"{tuple(images.shape)}")
-        return _TensorImages(images)
-    if isinstance(images, (str, os.PathLike)):
-        raise ValueError(f"images: expected a list of image paths or a Dataset, got one path "
-                         f"{str(images)!r}")
-    return ImagePathDataset([str(p) for p in images], transform)
 
 
 def _batch_images(batch: Any) -> torch.Tensor:
@@ -86,7 +59,10 @@ def encode_images(
 
     options = EncodeOptions(batch_size=batch_size, device=device, num_workers=num_workers,
                             progress=progress, desc=desc, normalize=False)
-    return encode(model, _Images(image_dataset(images, transform)), options, role="image_raw")
+    source = image_source(images, transform)
+    if isinstance(source, Dataset) and not hasattr(source, "batch"):
+        source = _Images(source)  # dict and tuple items reduced to their image
+    return encode(model, source, options, role="image_raw")
 
 
 class _Images(Dataset):
