@@ -9,6 +9,9 @@ metrics, index). Everything else is an extra (``pyproject.toml``)::
     pip install 'mmret[shards]'    # WebDataset shards (writing and streaming)
     pip install 'mmret[wandb]'     # logging to Weights & Biases
     pip install 'mmret[openclip]'  # running open_clip_train with mmret objectives
+    pip install 'mmret[retrieval]' # BM25 routes, jieba, sparse indexes (mmret.retrieval)
+    pip install 'mmret[llm]'       # LoRA for LLM text towers (peft)
+    pip install 'mmret[sql]'       # text-to-SQL value retrieval (sqlglot, rapidfuzz)
 
 Code that needs an optional package imports it through :func:`require` at the point of
 use, never at module level, so ``import mmret`` works without any extra::
@@ -35,6 +38,9 @@ EXTRAS: dict[str, str] = {
     "wandb": "wandb logging (logger.wandb.mode online/offline)",
     "tensorboard": "TensorBoard logging (logger.tensorboard=true)",
     "openclip": "the open_clip_train integration",
+    "retrieval": "retrieval pipelines (BM25 routes, jieba, sparse indexes)",
+    "llm": "LoRA training of LLM text towers (peft)",
+    "sql": "text-to-SQL value retrieval and mismatch detection (sqlglot, rapidfuzz)",
 }
 
 #: importable top-level module -> the distribution that provides it, where they differ
@@ -42,6 +48,8 @@ DISTRIBUTIONS: dict[str, str] = {
     "hydra": "hydra-core",
     "sentence_transformers": "sentence-transformers",
     "torch.utils.tensorboard": "tensorboard",
+    "rank_bm25": "rank_bm25",
+    "pytrec_eval": "pytrec-eval-terrier",
 }
 
 
