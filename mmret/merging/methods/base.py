@@ -1,0 +1,101 @@
+"""The merge-method contract and registry.
+
+A merge method turns :class:`~mmret.merging.task_vectors.TaskVectors` (θ_0 and the
+``V_i``) into merged tensors ``θ = θ_0 + Δ`` for every merged key, one tensor at a time
+(memory: the inputs plus one output tensor), and says which coefficients it used::
+
+    result = MERGE_METHODS.get("ties")(density=0.2)(tv)
+    result.tensors, result.coefficients
+
+New methods are a new file registering a :class:`MergeMethod` subclass plus a config in
+``mmret/conf/merge/method/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mmret.merging.checkpoint import MergeError
+from mmret.merging.task_vectors import TaskVectors
+from mmret.registry import Registry
+
+
+@dataclass
+class MergeResult:
+    """Merged tensors (the task vectors' keys) and the coefficients used."""
+
+    tensors: dict[str, torch.Tensor]
+    coefficients: dict[str, Any] = field(default_factory=dict)
+
+
+class MergeMethod:
+    """Base class: subclasses implement :meth:`merge_tensor` (one key) or
+    :meth:`__call__` (all keys at once)."""
+
+    name = "merge"
+
+    def options(self) -> dict[str, Any]:
+        """The method's options as recorded in ``merge.json``."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def model_weights(self, n: int) -> list[float]:
+        return [1.0] * n
+
+    def merge_tensor(self, key: str, base: torch.Tensor, deltas: Sequence[torch.Tensor],
+                     weights: Sequence[float]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, tv: TaskVectors) -> MergeResult:
+        weights = self.model_weights(len(tv.vectors))
+        out = {}
+        for key, theta0 in tv.base.items():
+            out[key] = self.merge_tensor(key, theta0, [v[key] for v in tv.vectors], weights)
+        return MergeResult(out, {**self.options(),
+                                 "weights": dict(zip(tv.names, weights, strict=True))})
+
+
+def check_weights(weights: Sequence[float] | None, n: int, what: str = "weights",
+                  positive: bool = False) -> list[float] | None:
+    """``weights`` as floats, one per model (``None`` stays ``None``)."""
+    if weights is None:
+        return None
+    values = [float(w) for w in weights]
+    if len(values) != n:
+        raise MergeError(f"{what}: expected one value per model ({n}), got {len(values)}")
+    for i, w in enumerate(values):
+        if not torch.isfinite(torch.tensor(w)) or (positive and w <= 0) or (w < 0):
+            raise MergeError(f"{what}[{i}] = {w} is out of range (expected "
+                             f"{'> 0' if positive else '>= 0'})")
+    return values
+
+
+def check_fraction(value: float, what: str, low_open: bool = True) -> float:
+    v = float(value)
+    if not (0.0 < v <= 1.0 if low_open else 0.0 <= v < 1.0):
+        raise MergeError(f"{what} = {value} is out of range (expected "
+                         f"{'0 < x <= 1' if low_open else '0 <= x < 1'})")
+    return v
+
+
+MERGE_METHODS: Registry[type[MergeMethod]] = Registry("merge method")
+
+
+def register_method(name: str):
+    def decorator(cls: type[MergeMethod]) -> type[MergeMethod]:
+        cls.name = name
+        return MERGE_METHODS.register(name)(cls)
+
+    return decorator
+
+
+def create_method(name: str, **options: Any) -> MergeMethod:
+    """``MERGE_METHODS[name](**options)``; unknown options raise :class:`MergeError`."""
+    cls = MERGE_METHODS.get(name)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise MergeError(f"merge method {name!r}: {exc}") from None

@@ -1,0 +1,118 @@
+"""SLERP merge: the task vectors (or the weights) composed by spherical interpolation.
+
+``θ = θ_0 + λ · V_(1..N)`` with ``V_(1..N)`` the iterative SLERP of
+:mod:`mmret.merging.slerp` (pairwise for two models: ``t`` is the second one's share) over
+the task vectors (``space="task_vectors"``, Self Positioning's composition) or
+``θ = V_(1..N)`` over the weights themselves (``space="weights"``, mergekit's ``slerp``
+between two models). Angles: ``per_tensor`` (one per tensor), ``flattened`` (one for the
+whole model) or ``per_row`` (one per output row, mergekit 0.1.5's). Near-parallel vectors
+fall back to linear interpolation (``dot_threshold``).
+
+Options: ``t`` (two models: share of the second, in [0, 1]) or ``weights`` (N positive
+shares a_i), ``angles``, ``space``, ``accumulate`` (mean | sum), ``scale`` λ (task-vector
+space only), ``normalize`` (divide each V_i by its whole-model norm ‖V_i‖ first, so λ sets the
+norm; the angles are unchanged, the shares of the interpolation are not),
+``dot_threshold``.
+
+Example: ``create_method("slerp", t=0.5)(tv)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mmret.merging.checkpoint import MergeError
+from mmret.merging.methods.base import MergeMethod, MergeResult, check_weights, register_method
+from mmret.merging.slerp import ACCUMULATE, compose_coefficients, gram_matrix
+from mmret.merging.task_vectors import TaskVectors
+
+ANGLES = ("per_tensor", "flattened", "per_row")
+SPACES = ("task_vectors", "weights")
+
+
+@register_method("slerp")
+class Slerp(MergeMethod):
+    def __init__(self, t: float | None = None, weights: Sequence[float] | None = None,
+                 angles: str = "per_tensor", space: str = "task_vectors",
+                 accumulate: str = "mean", scale: float = 1.0, normalize: bool = False,
+                 dot_threshold: float = 0.9995) -> None:
+        if angles not in ANGLES:
+            raise MergeError(f"angles must be one of {ANGLES}, got {angles!r}")
+        if space not in SPACES:
+            raise MergeError(f"space must be one of {SPACES}, got {space!r}")
+        if accumulate not in ACCUMULATE:
+            raise MergeError(f"accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
+        if t is not None and weights is not None:
+            raise MergeError("slerp: give t (two models) or weights, not both")
+        if t is not None and not 0.0 <= float(t) <= 1.0:
+            raise MergeError(f"t = {t} is out of range (expected 0 <= t <= 1)")
+        if not float(scale) > 0 or float(scale) > 100:
+            raise MergeError(f"scale (lambda) = {scale} is out of range (expected 0 < x <= 100)")
+        if not 0.0 < float(dot_threshold) <= 1.0:
+            raise MergeError(f"dot_threshold = {dot_threshold} is out of range (0, 1]")
+        self.t = None if t is None else float(t)
+        self.weights = list(weights) if weights is not None else None
+        self.angles, self.space, self.accumulate = angles, space, accumulate
+        self.scale, self.normalize = float(scale), bool(normalize)
+        self.dot_threshold = float(dot_threshold)
+
+    def shares(self, n: int) -> torch.Tensor:
+        if self.t is not None:
+            if n != 2:
+                raise MergeError(f"slerp: t is for two models, got {n}; give weights")
+            return torch.tensor([1.0 - self.t, self.t], dtype=torch.float64)
+        w = check_weights(self.weights, n, "weights", positive=True) or [1.0] * n
+        return torch.tensor(w, dtype=torch.float64)
+
+    def _vectors(self, tv: TaskVectors, key: str) -> list[torch.Tensor]:
+        if self.space == "weights":
+            return [tv.base[key] + v[key] for v in tv.vectors]
+        return [v[key] for v in tv.vectors]
+
+    def _coefficients(self, gram: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+        if self.t is not None and self.t in (0.0, 1.0):  # the endpoint itself
+            c = torch.zeros(*gram.shape[:-1], dtype=gram.dtype)
+            c[..., int(self.t)] = 1.0
+            return c
+        return compose_coefficients(gram, shares, accumulate=self.accumulate,
+                                    dot_threshold=self.dot_threshold)
+
+    def __call__(self, tv: TaskVectors) -> MergeResult:
+        n = len(tv.vectors)
+        shares = self.shares(n)
+        norms = torch.ones(n, dtype=torch.float64)
+        if self.normalize:
+            if self.space == "weights":
+                raise MergeError("slerp: normalize applies to task vectors (space=task_vectors)")
+            norms = torch.tensor(tv.norms(), dtype=torch.float64).clamp_min(1e-12)
+        flat_c = None
+        if self.angles == "flattened":
+            gram = sum(gram_matrix(self._vectors(tv, k)) for k in tv.base)
+            gram = gram / (norms[:, None] * norms[None, :])
+            flat_c = self._coefficients(gram, shares) / norms
+        out: dict[str, torch.Tensor] = {}
+        for key, theta0 in tv.base.items():
+            vectors = self._vectors(tv, key)
+            if flat_c is not None:
+                c = flat_c
+            else:
+                by_row = self.angles == "per_row" and theta0.dim() >= 1
+                gram = gram_matrix(vectors, rows=by_row) / (norms[:, None] * norms[None, :])
+                c = self._coefficients(gram, shares) / norms
+            merged = torch.zeros_like(theta0, dtype=torch.float64)
+            for i, v in enumerate(vectors):
+                ci = c[..., i]
+                if ci.dim():
+                    ci = ci.reshape(-1, *([1] * (v.dim() - 1)))
+                merged += ci * v.double()
+            if self.space == "task_vectors":
+                merged = theta0.double() + self.scale * merged
+            out[key] = merged.to(theta0.dtype)
+        coefficients = {"shares": dict(zip(tv.names, shares.tolist(), strict=True)),
+                        **self.options()}
+        if flat_c is not None:
+            coefficients["flattened_coefficients"] = dict(zip(tv.names, flat_c.tolist(),
+                                                              strict=True))
+        return MergeResult(out, coefficients)

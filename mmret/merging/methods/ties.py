@@ -1,0 +1,74 @@
+"""TIES-merging: trim, elect sign, disjoint merge.
+
+Per tensor (Yadav et al., "TIES-Merging", NeurIPS 2023; mergekit's ``ties``)::
+
+    τ̂_i   = V_i with all but its top-k% entries by |·| set to 0      (trim, k = density)
+    γ      = sign(Σ_i w_i τ̂_i)   (a 0 sum counts as +)                  (elect)
+    m_i    = [sign(τ̂_i) = γ]
+    θ      = θ_0 + λ · Σ_i w_i m_i τ̂_i / Σ_i w_i m_i   (a 0 divisor counts as 1)
+
+Options: ``density`` k ∈ (0, 1] (default 0.2), ``scale`` λ > 0 (default 1), ``weights``.
+At least one entry per non-empty tensor is kept (k·numel rounded down, at least 1).
+
+Example: ``create_method("ties", density=0.2)(tv)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mmret.merging.checkpoint import MergeError
+from mmret.merging.methods.base import (
+    MergeMethod,
+    check_fraction,
+    check_weights,
+    register_method,
+)
+
+
+def trim_top_k(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """``delta`` with all but its ``max(1, int(density·numel))`` largest-magnitude entries
+    zeroed (ties between equal magnitudes: the stable sort's first)."""
+    if density >= 1:
+        return delta
+    if delta.numel() == 0:
+        return delta.clone()
+    k = max(1, int(density * delta.numel()))
+    flat = delta.reshape(-1)
+    keep = torch.argsort(flat.abs().float(), descending=True, stable=True)[:k]
+    mask = torch.zeros_like(flat)
+    mask[keep] = 1
+    return (flat * mask).reshape(delta.shape)
+
+
+def elect_and_merge(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sign election and disjoint weighted mean of stacked (trimmed) deltas (N, …)."""
+    w = weights.reshape(-1, *([1] * (deltas.dim() - 1))).to(deltas.dtype)
+    weighted = deltas * w
+    majority = torch.where(weighted.sum(0) >= 0, 1.0, -1.0).to(deltas.dtype)
+    mask = (weighted.sign() == majority).to(deltas.dtype)
+    divisor = (w * mask).sum(0)
+    divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+    return (weighted * mask).sum(0) / divisor
+
+
+@register_method("ties")
+class Ties(MergeMethod):
+    def __init__(self, density: float = 0.2, scale: float = 1.0,
+                 weights: Sequence[float] | None = None) -> None:
+        self.density = check_fraction(density, "density")
+        if not float(scale) > 0 or float(scale) > 100:
+            raise MergeError(f"scale (lambda) = {scale} is out of range (expected 0 < x <= 100)")
+        self.scale = float(scale)
+        self.weights = list(weights) if weights is not None else None
+
+    def model_weights(self, n: int) -> list[float]:
+        return check_weights(self.weights, n) or [1.0] * n
+
+    def merge_tensor(self, key: str, base: torch.Tensor, deltas: Sequence[torch.Tensor],
+                     weights: Sequence[float]) -> torch.Tensor:
+        trimmed = torch.stack([trim_top_k(d, self.density) for d in deltas])
+        mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=trimmed.dtype))
+        return (base + self.scale * mixed).to(base.dtype)
