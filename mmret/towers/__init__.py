@@ -316,10 +316,19 @@ def _sentence_factory(pretrained: str | None = None, cache_dir: str | None = Non
     return create_sentence_towers(pretrained=pretrained, **kwargs)
 
 
+def _decoder_factory(pretrained: str | None = None, cache_dir: str | None = None,
+                     **kwargs: Any) -> Towers:
+    """Decoder LLMs as text towers (:mod:`mmret.towers.decoder`)."""
+    from mmret.towers.decoder import create_decoder_towers
+
+    return create_decoder_towers(pretrained=pretrained, **kwargs)
+
+
 for _config in list_tower_configs():
     register_tower(_config)(_mmret_config_factory(_config))
 register_tower("timm-hf")(_timm_hf_factory)
 register_tower("sentence-encoder")(_sentence_factory)
+register_tower("decoder-llm")(_decoder_factory)
 del _config
 
 

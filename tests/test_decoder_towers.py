@@ -1,0 +1,213 @@
+"""Decoder LLM text towers (mmret.towers.decoder) on tiny random models of each family,
+with a byte-level BPE tokenizer trained in the test (offline)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mmret
+from mmret.towers.decoder import (
+    PROMPT_EOL,
+    DecoderSentenceEncoder,
+    pool_hidden,
+    train_tokenizer,
+)
+
+CORPUS = [
+    "the cat sat on the mat", "a dog runs in the park quickly today", "hi there",
+    "a red square left of a blue circle", "two green triangles above a yellow star",
+    "this sentence means in one word", "stocks fell sharply on monday morning",
+] * 10
+
+#: tiny configs of every supported family (vocab and specials come from the tokenizer)
+FAMILIES = {
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=2, n_positions=64),
+    "gpt_neo": dict(hidden_size=32, num_layers=2, num_heads=2, window_size=8,
+                    attention_types=[[["global", "local"], 1]], max_position_embeddings=64),
+    "opt": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64,
+                word_embed_proj_dim=32, max_position_embeddings=64),
+    "llama": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, intermediate_size=64, max_position_embeddings=64),
+    "qwen2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, intermediate_size=64, max_position_embeddings=64),
+    "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, head_dim=16,
+                    num_key_value_heads=1, intermediate_size=64, max_position_embeddings=64),
+}
+VOCAB = 320
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    return str(train_tokenizer(CORPUS, VOCAB, tmp_path_factory.mktemp("tok")))
+
+
+def tiny(tok_dir: str, family: str = "gpt2", **kwargs) -> DecoderSentenceEncoder:
+    torch.manual_seed(0)
+    enc = DecoderSentenceEncoder(config={"model_type": family, "vocab_size": VOCAB,
+                                         **FAMILIES[family]}, tokenizer=tok_dir, **kwargs)
+    return enc.eval()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("pooling", ["last", "weighted_mean", "mean"])
+def test_same_text_alone_and_in_a_padded_batch(tok_dir, family, pooling) -> None:
+    enc = tiny(tok_dir, family, pooling=pooling, template=PROMPT_EOL)
+    long = "the cat sat on the mat and a dog runs in the park quickly today hi there"
+    with torch.no_grad():
+        alone = enc.pool(**enc.tokenize(["hi there"]))[0]
+        batch = enc.tokenize(["hi there", long, "a red square"])
+        assert batch["attention_mask"][0, 0] == 0  # left padded
+        padded = enc.pool(**batch)[0]
+        listed = enc.encode(["a red square", long, "hi there"], batch_size=2)[2]
+    assert torch.isfinite(padded).all()
+    assert (alone - padded).abs().max() < 1e-5
+    assert (alone - listed).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_pooling_equals_a_plain_forward_of_the_text(tok_dir, family) -> None:
+    """Unpadded single text: last / weighted mean / mean of the HF model's own hidden states."""
+    for pooling in ("last", "weighted_mean", "mean"):
+        enc = tiny(tok_dir, family, pooling=pooling, padding_side="right")
+        ids = enc.tokenizer("a dog runs in the park", add_special_tokens=True)["input_ids"]
+        with torch.no_grad():
+            h = enc.lm(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+            got = enc.encode(["a dog runs in the park"])[0]
+        n = h.shape[0]
+        w = torch.arange(1, n + 1, dtype=h.dtype)[:, None]
+        want = {"last": h[-1], "mean": h.mean(0), "weighted_mean": (w * h).sum(0) / w.sum()}
+        assert (got - want[pooling]).abs().max() < 1e-5, pooling
+
+
+def test_pool_hidden_by_hand() -> None:
+    h = torch.tensor([[[1.0], [2.0], [4.0]], [[8.0], [3.0], [5.0]]])
+    m = torch.tensor([[0, 1, 1], [1, 1, 0]])
+    assert pool_hidden(h, m, "last").flatten().tolist() == [4.0, 3.0]
+    assert pool_hidden(h, m, "mean").flatten().tolist() == [3.0, 5.5]
+    # weights 1, 2 over the real tokens: (1·2 + 2·4)/3, (1·8 + 2·3)/3
+    assert torch.allclose(pool_hidden(h, m, "weighted_mean").flatten(),
+                          torch.tensor([10 / 3, 14 / 3]))
+    with pytest.raises(ValueError, match="no real token"):
+        pool_hidden(h, torch.zeros(2, 3), "last")
+
+
+def test_templates_roles_eos_and_truncation(tok_dir) -> None:
+    enc = tiny(tok_dir, template=None, query_template="Query: {}", document_template="{} ::",
+               append_eos=True, max_length=12)
+    t = enc.tokenizer
+    q = enc.tokenize(["hi there"], role="query")["input_ids"][0].tolist()
+    d = enc.tokenize(["hi there"], role="document")["input_ids"][0].tolist()
+    plain = enc.tokenize(["hi there"])["input_ids"][0].tolist()
+    text = t("hi there", add_special_tokens=False)["input_ids"]
+    assert q == t("Query: ", add_special_tokens=False)["input_ids"] + text + [t.eos_token_id]
+    assert d == text + t(" ::", add_special_tokens=False)["input_ids"] + [t.eos_token_id]
+    assert plain == text + [t.eos_token_id]
+    # a long text: only the text is cut, the template and EOS stay, the cut is counted
+    long = " ".join(CORPUS[:6])
+    row = enc.tokenize([long], role="query")
+    ids = row["input_ids"][0].tolist()
+    assert len(ids) == 12 and ids[-1] == t.eos_token_id
+    assert ids[:len(t("Query: ", add_special_tokens=False)["input_ids"])] == \
+        t("Query: ", add_special_tokens=False)["input_ids"]
+    assert enc.truncated == 1
+    q_emb, d_emb = enc.encode_queries(["hi there"]), enc.encode_documents(["hi there"])
+    assert not torch.allclose(q_emb, d_emb)
+
+
+def test_bad_input(tok_dir, tmp_path) -> None:
+    # the trained tokenizer has EOS but no pad token: EOS pads, or a clear error
+    enc = tiny(tok_dir)
+    assert enc.tokenizer.pad_token_id is None and enc.pad_id == enc.tokenizer.eos_token_id
+    with pytest.raises(ValueError, match="no pad token"):
+        tiny(tok_dir, pad_token=None)
+    with pytest.raises(ValueError, match="exceeds the model's context of 64"):
+        tiny(tok_dir, max_length=65)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        tiny(tok_dir, pooling="cls")
+    with pytest.raises(ValueError, match="exactly one"):
+        tiny(tok_dir, template="no placeholder")
+    with pytest.raises(ValueError, match="exactly one of name_or_path"):
+        DecoderSentenceEncoder(tokenizer=tok_dir)
+    no_eos = train_tokenizer(CORPUS, VOCAB, tmp_path / "noeos", eos=None, pad="<pad>")
+    with pytest.raises(ValueError, match="no EOS"):
+        tiny(str(no_eos), append_eos=True)
+
+
+def test_checkpoint_rebuilds_the_tower(tok_dir, tmp_path) -> None:
+    from mmret.engine.checkpoint import save_checkpoint
+
+    cfg = {"model_type": "llama", "vocab_size": VOCAB, **FAMILIES["llama"]}
+    towers = mmret.create_towers("decoder-llm", config=cfg, tokenizer=tok_dir,
+                                 pooling="weighted_mean", template=PROMPT_EOL)
+    with torch.no_grad():  # move the weights away from their seeded init
+        for p in towers.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "ckpt", towers.model, None, {"step": 1})
+    loaded = mmret.load_checkpoint(tmp_path / "ckpt" / "last", raw=True)
+    texts = ["the cat sat on the mat", "hi"]
+    a = towers.model.encode(texts)
+    b = loaded.model.encode(texts)
+    assert type(loaded.model) is DecoderSentenceEncoder and loaded.model.pooling == "weighted_mean"
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_gpt2_tied_head_survives_the_checkpoint(tok_dir, tmp_path) -> None:
+    from mmret.engine.checkpoint import save_checkpoint
+
+    cfg = {"model_type": "gpt2", "vocab_size": VOCAB, **FAMILIES["gpt2"]}
+    towers = mmret.create_towers("decoder-llm", config=cfg, tokenizer=tok_dir)
+    save_checkpoint(tmp_path / "c", towers.model, None, {"step": 1})
+    loaded = mmret.load_checkpoint(tmp_path / "c" / "last", raw=True).model
+    assert torch.equal(loaded.lm_head().weight, towers.model.lm_head().weight)
+    assert loaded.lm_head().weight.data_ptr() == loaded.lm.get_input_embeddings().weight.data_ptr()
+
+
+def test_lora_trains_only_adapters_and_starts_at_the_base(tok_dir) -> None:
+    pytest.importorskip("peft")
+    base = tiny(tok_dir, "llama")
+    torch.manual_seed(0)
+    lora = DecoderSentenceEncoder(config={"model_type": "llama", "vocab_size": VOCAB,
+                                          **FAMILIES["llama"]}, tokenizer=tok_dir,
+                                  lora={"r": 4, "lora_alpha": 8})
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    texts = ["the cat sat on the mat", "hi there"]
+    # B starts at zero: the adapted model equals the base
+    assert torch.allclose(base.encode(texts), lora.encode(texts), atol=1e-6)
+    out = lora.train().pool(**lora.tokenize(texts)).sum()
+    out.backward()
+    assert all(p.grad is not None for n, p in lora.named_parameters() if "lora_B" in n)
+
+
+def test_text_pair_training_learns(tok_dir) -> None:
+    """InfoNCE (τ = 0.5) through the text_pair task on the decoder tower, supervised pairs
+    (sentence i, sentence i+1): the loss on the fixed batch falls below 0.8× its start
+    value in 30 steps."""
+    from mmret.objectives import create_objective
+    from mmret.tasks import create_task
+
+    cfg = {"model_type": "gpt2", "vocab_size": VOCAB, **FAMILIES["gpt2"]}
+    towers = mmret.create_towers("decoder-llm", config=cfg, tokenizer=tok_dir, dropout=0.0)
+    task = create_task("text_pair")
+    task.setup(towers, None)
+    distinct = sorted(set(CORPUS))
+    samples = [{"anchor": t, "positive": distinct[(i + 1) % len(distinct)]}
+               for i, t in enumerate(distinct)]
+    batch = task.collate_fn()(samples)
+    objective = create_objective({"infonce": {"temperature": 0.5}})
+    model = towers.model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def loss() -> torch.Tensor:
+        return sum(objective(**task(model, batch)).values())
+
+    with torch.no_grad():
+        start = float(loss())
+    for _ in range(30):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(loss()) < 0.8 * start
