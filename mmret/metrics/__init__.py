@@ -20,6 +20,7 @@ from mmret.metrics.image_text import (
     median_rank,
     recall_at_k,
 )
+from mmret.metrics.ir import DEFAULT_IR_METRICS, ir_metrics, ir_per_query
 from mmret.metrics.ranking import (
     DEFAULT_CHUNK_SIZE,
     GoldSets,
@@ -36,6 +37,7 @@ from mmret.metrics.unimodal import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_IR_METRICS",
     "FASHIONIQ_CATEGORIES",
     "FASHIONIQ_PROTOCOL",
     "GoldSets",
@@ -51,6 +53,8 @@ __all__ = [
     "image_text_ranks",
     "image_text_retrieval",
     "image_to_image_retrieval",
+    "ir_metrics",
+    "ir_per_query",
     "mean_rank",
     "mean_rank_variance",
     "median_rank",
