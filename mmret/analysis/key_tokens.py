@@ -1,0 +1,374 @@
+"""What a text embedding says when decoded by a language-model head ("A Text is Worth
+Several Tokens", ACL 2025; METHODS-TEXT §3.1–§3.3; docs/methods.md "Key tokens").
+
+**Decoding** (§3.1): logits ``ℓ = head(e)`` over the vocabulary, top-k ids (k = 10).
+Heads (:class:`DecodingHead`):
+
+- ``lm_head``: a decoder tower's own causal-LM head (:func:`head_of_decoder`);
+- ``base_lm_head``: another (base) model's head, as the reference does for PEFT
+  embedders, SGPT (gpt-neo's head) or e5-mistral (Mistral's) (:func:`head_of_causal_lm`);
+- ``mlm_head``: a BERT-family MLM head, transform + decoder (:func:`head_of_masked_lm`);
+- ``tied_embedding``: ``ℓ = W_in e`` with the model's **input** embedding matrix, an
+  **approximation** (no head exists, e.g. all-MiniLM-L6-v2) (:func:`tied_embedding_head`).
+
+**Metrics** (§3.2, the reference's ``aligned_token.py::calculate_metric``), for text x with
+token ids ``T_x = tokenizer.encode(x)`` (special tokens **included**, as the reference;
+``drop_special=True`` removes them from ``T_x``) and top-10 decoded ids ``K_x``:
+
+- hit@10 = mean_x 1[K_x ∩ T_x ≠ ∅];
+- local = mean_x |K_x[:|T_x|] ∩ set(T_x)| / |set(T_x)| (|T_x| counts duplicates);
+- global = |∪_x (K_x[:|T_x|] ∩ T_x)| / |∪_x T_x|.
+
+**Spectral analysis** (§3.3, ``spectral_analyze.py``): SVD of the base model's embeddings
+``E_b = U S Vᵀ`` **without centring**; coefficients ``C_b = E_b V`` and ``C_e = E_e V`` (the
+embedder's embeddings of the same texts on the *base's* right singular vectors);
+``variation_k = mean_i (C_e − C_b)_ik`` (:func:`spectral_variation`); the first-component
+change ``e' = e_b + λ v₁`` (λ = variation₁ by default; the sign of λ goes with the sign of
+v₁ from the same SVD) decoded with the base head (:func:`first_component_change`); the
+contribution of ``(e·v₁)v₁`` and of the residual to the full embedding's top-k logits
+(:func:`component_contribution`).
+
+Example::
+
+    head = head_of_decoder(base.model)
+    report = analyze(base.model, texts, head)               # {"hit@10": …, "local": …}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DecodingHead",
+    "KeyTokenReport",
+    "analyze",
+    "component_contribution",
+    "decode_top_k",
+    "first_component_change",
+    "head_of_causal_lm",
+    "head_of_decoder",
+    "head_of_masked_lm",
+    "hf_tokenizer_of",
+    "key_token_metrics",
+    "spectral_variation",
+    "text_token_ids",
+    "tied_embedding_head",
+]
+
+HEAD_KINDS = ("lm_head", "base_lm_head", "mlm_head", "tied_embedding")
+
+
+@dataclass
+class DecodingHead:
+    """``logits = head(e)``: (N, d) → (N, V). ``approximation`` is True for the tied
+    input-embedding matrix (no trained head exists)."""
+
+    module: Callable[[torch.Tensor], torch.Tensor]
+    vocab_size: int
+    dim: int
+    kind: str
+    source: str = ""
+
+    @property
+    def approximation(self) -> bool:
+        return self.kind == "tied_embedding"
+
+    @property
+    def label(self) -> str:
+        text = f"{self.kind}" + (f" ({self.source})" if self.source else "")
+        return text + (" [approximation: tied input embeddings]" if self.approximation else "")
+
+    @torch.no_grad()
+    def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(f"decoding head {self.label}: expected (N, {self.dim}) "
+                             f"embeddings, got {tuple(embeddings.shape)}")
+        param = next(iter(getattr(self.module, "parameters", lambda: iter(()))()), None)
+        if param is not None:
+            embeddings = embeddings.to(param.device, param.dtype)
+        return self.module(embeddings).float()
+
+
+def _linear_parts(module: nn.Module) -> tuple[int, int]:
+    weight = getattr(module, "weight", None)
+    if weight is None or weight.dim() != 2:
+        raise ValueError(f"{type(module).__name__}: expected a linear head with a (V, d) weight")
+    return int(weight.shape[0]), int(weight.shape[1])
+
+
+def head_of_decoder(encoder: nn.Module) -> DecodingHead:
+    """The decoder tower's own ``lm_head`` (:class:`~mmret.towers.decoder.DecoderSentenceEncoder`)."""
+    getter = getattr(encoder, "lm_head", None)
+    head = getter() if callable(getter) else None
+    if head is None:
+        raise ValueError(f"{type(encoder).__name__} has no LM head to decode with; give a base "
+                         "model's head (head_of_causal_lm), an MLM head, or the tied "
+                         "input embeddings (tied_embedding_head, an approximation)")
+    vocab, dim = _linear_parts(head)
+    return DecodingHead(head, vocab, dim, "lm_head", type(encoder).__name__)
+
+
+def head_of_causal_lm(model: str | nn.Module) -> DecodingHead:
+    """A (base) causal LM's head, given separately (a model id/folder or a loaded model,
+    e.g. a :class:`~mmret.towers.decoder.DecoderSentenceEncoder` base)."""
+    source = model if isinstance(model, str) else type(model).__name__
+    if isinstance(model, str):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model)
+    getter = getattr(model, "lm_head", None)
+    head = getter() if callable(getter) and not isinstance(getter, nn.Module) else None
+    if head is None and hasattr(model, "get_output_embeddings"):
+        head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{source}: no causal-LM head (get_output_embeddings() is None)")
+    vocab, dim = _linear_parts(head)
+    return DecodingHead(head, vocab, dim, "base_lm_head", str(source))
+
+
+class _MLMHead(nn.Module):
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.head(e[:, None, :])[:, 0]
+
+
+def head_of_masked_lm(model: str | nn.Module) -> DecodingHead:
+    """A BERT-family MLM head, transform + decoder (``BertForMaskedLM.cls``,
+    ``RobertaForMaskedLM.lm_head``, …); ``model``: an id/folder or a loaded MLM model."""
+    source = model if isinstance(model, str) else type(model).__name__
+    if isinstance(model, str):
+        from transformers import AutoModelForMaskedLM
+
+        model = AutoModelForMaskedLM.from_pretrained(model)
+    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+    decoder = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or decoder is None:
+        raise ValueError(f"{source}: no MLM head (expected .cls or .lm_head and output embeddings)")
+    vocab, _ = _linear_parts(decoder)
+    return DecodingHead(_MLMHead(head).eval(), vocab, int(model.config.hidden_size),
+                        "mlm_head", str(source))
+
+
+class _Tied(nn.Module):
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return e @ self.weight.T
+
+
+def tied_embedding_head(model: nn.Module) -> DecodingHead:
+    """``ℓ = W_in e`` with the first input-embedding matrix found in ``model`` (any module
+    with ``get_input_embeddings``): an **approximation**, labelled so in every report."""
+    for module in model.modules():
+        getter = getattr(module, "get_input_embeddings", None)
+        if callable(getter):
+            emb = getter()
+            if emb is not None and getattr(emb, "weight", None) is not None:
+                vocab, dim = emb.weight.shape
+                return DecodingHead(_Tied(emb.weight), int(vocab), int(dim), "tied_embedding",
+                                    type(module).__name__)
+    raise ValueError(f"{type(model).__name__}: no input-embedding matrix found")
+
+
+# ----------------------------------------------------------------------------- tokens
+
+def hf_tokenizer_of(encoder: nn.Module) -> Any:
+    """The Hugging Face tokenizer of a text tower (decoder, ``hf`` or sentence-transformers)."""
+    for candidate in (getattr(encoder, "tokenizer", None),
+                      getattr(getattr(encoder, "model", None), "tokenizer", None)):
+        if candidate is not None and hasattr(candidate, "convert_ids_to_tokens"):
+            return candidate
+    raise ValueError(f"{type(encoder).__name__}: no Hugging Face tokenizer found")
+
+
+def text_token_ids(tokenizer: Any, texts: Sequence[str], drop_special: bool = False
+                   ) -> list[list[int]]:
+    """``T_x = tokenizer.encode(x)`` per text, special tokens included (the reference) unless
+    ``drop_special``."""
+    out = [list(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts]
+    if drop_special:
+        special = set(tokenizer.all_special_ids)
+        out = [[i for i in ids if i not in special] for ids in out]
+    return out
+
+
+def check_vocabulary(head: DecodingHead, tokenizer: Any) -> None:
+    """A head of another vocabulary than the tokenizer's is an error (ids would not match).
+    A head wider than the tokenizer (padded vocabularies, e.g. 50272 for OPT's 50265) is
+    accepted when every tokenizer id fits."""
+    size = len(tokenizer)
+    if head.vocab_size < size:
+        raise ValueError(f"decoding head {head.label} has {head.vocab_size} outputs but the "
+                         f"tokenizer has {size} ids: a head of another vocabulary")
+
+
+@torch.no_grad()
+def decode_top_k(head: DecodingHead, embeddings: torch.Tensor, k: int = 10
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, logits)``: the top-``k`` ids (N, k), best first, and the full logits (N, V)."""
+    logits = head(embeddings)
+    return logits.topk(k, dim=1).indices.cpu(), logits.cpu()
+
+
+# ----------------------------------------------------------------------------- §3.2
+
+def key_token_metrics(top_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]],
+                      k: int = 10) -> dict[str, float]:
+    """hit@k, local and global alignment of §3.2 (see the module docstring).
+
+    ``top_ids``: per text the decoded ids, best first (at least ``k``); ``token_ids``: per
+    text ``T_x`` (duplicates kept).
+
+    >>> key_token_metrics([[5, 1, 9]], [[1, 2, 2]], k=3)["local"]
+    0.5
+    """
+    if len(top_ids) != len(token_ids) or not token_ids:
+        raise ValueError(f"need one top-k list per text, got {len(top_ids)} for {len(token_ids)}")
+    hits, local = [], []
+    aligned: set[int] = set()
+    vocab: set[int] = set()
+    for top, ids in zip(top_ids, token_ids, strict=True):
+        top = list(top)[:k]
+        ids_set = set(ids)
+        if not ids_set:
+            raise ValueError("a text has no token ids (drop_special removed everything?)")
+        hits.append(float(bool(set(top) & ids_set)))
+        matched = set(top[:len(ids)]) & ids_set
+        local.append(len(matched) / len(ids_set))
+        aligned |= matched
+        vocab |= ids_set
+    n = len(hits)
+    return {f"hit@{k}": sum(hits) / n, "local": sum(local) / n,
+            "global": len(aligned) / len(vocab), "texts": n}
+
+
+# ----------------------------------------------------------------------------- §3.3
+
+@dataclass
+class Spectrum:
+    """SVD of the base embeddings (no centring) and the embedder's coefficient change."""
+
+    V: torch.Tensor  # (d, r) right singular vectors (columns)
+    S: torch.Tensor  # (r,)
+    variation: torch.Tensor  # (r,) mean_i (C_e − C_b)_ik
+    abs_variation: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+    @property
+    def v1(self) -> torch.Tensor:
+        return self.V[:, 0]
+
+    def first_share(self) -> float:
+        """|variation₁| / Σ_k |variation_k|: how much of the change the first component holds."""
+        total = float(self.variation.abs().sum())
+        return float(self.variation[0].abs()) / total if total else 0.0
+
+
+def spectral_variation(base: torch.Tensor, embedder: torch.Tensor) -> Spectrum:
+    """§3.3 step 1: ``E_b = U S Vᵀ`` (no centring), ``variation_k = mean_i (E_e V − E_b V)_ik``.
+
+    ``base``, ``embedder``: (N, d) embeddings of the same N texts (same width)."""
+    if base.shape != embedder.shape or base.dim() != 2:
+        raise ValueError(f"spectral analysis needs equal (N, d) embeddings, got "
+                         f"{tuple(base.shape)} and {tuple(embedder.shape)}")
+    base = base.double()
+    _, S, Vh = torch.linalg.svd(base, full_matrices=False)
+    V = Vh.T
+    diff = embedder.double() @ V - base @ V
+    return Spectrum(V.float(), S.float(), diff.mean(0).float(), diff.abs().mean(0).float())
+
+
+def first_component_change(base: torch.Tensor, v1: torch.Tensor, lam: float) -> torch.Tensor:
+    """§3.3 step 3: ``e' = e_b + λ v₁`` for every row of ``base``."""
+    return base + float(lam) * v1.to(base.dtype)[None, :]
+
+
+@torch.no_grad()
+def component_contribution(head: DecodingHead, embeddings: torch.Tensor, v1: torch.Tensor,
+                           k: int = 10) -> dict[str, float]:
+    """§3.3 step 2: split ``e = (e·v₁)v₁ + r``; decode the full ``e``, the first-component
+    part and the residual; mean logit of each on the full embedding's top-``k`` tokens,
+    and the overlap of each part's own top-``k`` with the full one's."""
+    v1 = v1.to(embeddings.dtype)
+    first = (embeddings @ v1)[:, None] * v1[None, :]
+    rest = embeddings - first
+    full_logits = head(embeddings)
+    top = full_logits.topk(k, dim=1).indices
+    out: dict[str, float] = {}
+    for name, part in (("full", embeddings), ("first", first), ("residual", rest)):
+        logits = full_logits if name == "full" else head(part)
+        out[f"{name}_logit_on_top"] = float(logits.gather(1, top).mean())
+        own = logits.topk(k, dim=1).indices
+        out[f"{name}_top_overlap"] = float(
+            sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(own, top, strict=True))
+            / (k * len(top)))
+    return out
+
+
+# ----------------------------------------------------------------------------- one call
+
+@dataclass
+class KeyTokenReport:
+    """Metrics of one (model, head) on texts, with per-text decoded tokens."""
+
+    model: str
+    head: str
+    approximation: bool
+    metrics: dict[str, float]
+    rows: list[dict[str, Any]]
+
+
+def encode_plain(encoder: nn.Module, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """The tower's pooled embeddings (not normalised), as the reference decodes them (a
+    sentence-transformers model's own Normalize module still applies)."""
+    encode = getattr(encoder, "encode", None)
+    if encode is None:
+        raise ValueError(f"{type(encoder).__name__}: no encode(texts) method")
+    return encode(list(texts), batch_size=batch_size).float()
+
+
+def analyze(encoder: nn.Module, texts: Sequence[str], head: DecodingHead, name: str = "model",
+            k: int = 10, drop_special: bool = False, embeddings: torch.Tensor | None = None,
+            show: int = 5) -> KeyTokenReport:
+    """Decode ``encoder``'s embeddings of ``texts`` with ``head``; §3.2 metrics and per-text
+    rows (text, its tokens, the top-``show`` decoded tokens, hit)."""
+    tokenizer = hf_tokenizer_of(encoder)
+    check_vocabulary(head, tokenizer)
+    if embeddings is None:
+        embeddings = encode_plain(encoder, texts)
+    top, _ = decode_top_k(head, embeddings, k)
+    ids = text_token_ids(tokenizer, texts, drop_special)
+    metrics = key_token_metrics(top.tolist(), ids, k)
+    rows = []
+    for text, t, x in zip(texts, top.tolist(), ids, strict=True):
+        rows.append({"text": text, "decoded": tokenizer.convert_ids_to_tokens(t[:show]),
+                     "hit": bool(set(t) & set(x))})
+    return KeyTokenReport(name, head.label, head.approximation, metrics, rows)
+
+
+def decoded_tokens(head: DecodingHead, tokenizer: Any, embeddings: torch.Tensor,
+                   k: int = 5) -> list[list[str]]:
+    """Top-``k`` decoded tokens per row, as strings."""
+    top, _ = decode_top_k(head, embeddings, k)
+    return [tokenizer.convert_ids_to_tokens(row) for row in top.tolist()]
+
+
+def as_markdown_rows(rows: Iterable[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
+        text = r["text"].replace("|", "\\|")
+        cells = [text[:70]] + [" ".join(r[c]).replace("|", "\\|") for c in r if c.startswith("decoded")]
+        out.append("| " + " | ".join(cells) + f" | {'✓' if r.get('hit') else ''} |")
+    return out
