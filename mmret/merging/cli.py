@@ -283,7 +283,7 @@ def run_merge(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                         "accumulate": sp.accumulate, "mu": sp.mu, "steps": steps, "lr": lr,
                         "optimizer": optimizer, "probe": {"sizes": [p.size for p in probes],
                                                           "balance": bool(cfg.probe.balance)}}
-        point = float(sp.scale)
+        point = float(sp.scale.detach())
     else:
         result = create_method(method, **method_cfg)(tv)
         merged, coefficients = result.tensors, result.coefficients
