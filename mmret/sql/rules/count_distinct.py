@@ -30,7 +30,7 @@ def _duplicating(ctx: RuleContext, table: str) -> bool:
             ca, cb = ctx.column(a.table, a.column), ctx.column(b.table, b.column)
             if ca is None or cb is None:
                 continue
-            if (ca.primary_key or ca.unique) and not (cb.primary_key or cb.unique):
+            if ca.unique and not cb.unique:
                 return True
     return False
 

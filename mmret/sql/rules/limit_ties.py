@@ -50,7 +50,7 @@ def limit_ties(ctx: RuleContext) -> list[Finding]:
             if isinstance(key, exp.Column):
                 ref = ctx.resolver.resolve(key)
                 col = ctx.column(ref.table, ref.column)
-                if col is None or col.primary_key or col.unique:
+                if col is None or col.unique:
                     continue
             elif not is_agg:
                 continue
