@@ -83,6 +83,8 @@ def test_the_package_import_graph_has_no_cycles():
         rel = path.relative_to(PACKAGE)
         if rel.name == "__init__.py" and len(rel.parts) == 1:
             continue  # mmret/__init__ only re-exports the public API
+        if path.stem.endswith("cli") and rel.parts[0] != "engine":
+            continue  # a command-line module is an entry point (a leaf: nothing imports it)
         source = rel.parts[0] if len(rel.parts) > 1 else rel.stem
         for name, _ in _imports(path):
             target = node_of(name)

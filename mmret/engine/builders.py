@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mmret.engine.config import ConfigError
+from mmret.engine.config import ConfigError, absolute_path
+
+__all__ = ["absolute_path", "build_objective", "build_task", "build_towers", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -44,9 +46,9 @@ def build_towers(model_cfg: DictConfig | dict, load_pretrained: bool = True):
     if not load_pretrained:
         spec["pretrained"] = None
     elif isinstance(spec.get("pretrained"), str) and os.path.exists(
-        _absolute(spec["pretrained"])
+        absolute_path(spec["pretrained"])
     ):
-        spec["pretrained"] = _absolute(spec["pretrained"])
+        spec["pretrained"] = absolute_path(spec["pretrained"])
     return instantiate(spec, _convert_="all")
 
 
@@ -97,13 +99,3 @@ def build_objective(objective_cfg: DictConfig | dict | str):
     except TypeError as exc:
         raise ConfigError(f"objective {spec!r}: {exc}") from None
 
-
-def _absolute(path: str) -> str:
-    from hydra.utils import to_absolute_path
-
-    return to_absolute_path(os.path.expanduser(path))
-
-
-def absolute_path(path: str) -> str:
-    """Resolve ``path`` against the directory the command was launched from."""
-    return _absolute(path)

@@ -138,16 +138,18 @@ def save_checkpoint(
         save_model(objective if objective is not None else nn.Module(), str(tmp / OBJECTIVE_FILE))
         save_model(task if task is not None else nn.Module(), str(tmp / TASK_FILE))
         files = [MODEL_FILE, OBJECTIVE_FILE, TASK_FILE, STATE_FILE]
-        if getattr(model, "mmret_spec", None) is not None:
-            write_tower_spec(model, tmp)
-            files.append(TOWERS_FILE)
+        described = []
         if task is not None and hasattr(task, "retrieval_embedding"):
             owners = {MODEL_FILE: model, TASK_FILE: task}
             if objective is not None:
                 owners[OBJECTIVE_FILE] = objective
             embedding = task.retrieval_embedding(model, objective)
             if write_embedding_spec(embedding, owners, tmp) is not None:
-                files.append(EMBEDDING_FILE)
+                described.append(EMBEDDING_FILE)
+        if getattr(model, "mmret_spec", None) is not None:
+            write_tower_spec(model, tmp)
+            described.insert(0, TOWERS_FILE)
+        files += described
         torch.save(state, tmp / STATE_FILE)
         for file in files:
             _fsync_file(tmp / file)

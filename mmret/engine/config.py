@@ -13,6 +13,7 @@ with OmegaConf's message naming the key, before any model is built.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -225,6 +226,14 @@ def required_value(value: Any, key: str) -> Any:
     if value is None or value == "???":
         raise ConfigError(f"{key} is required by this configuration: pass {key}=<value>")
     return value
+
+
+def absolute_path(path: str) -> str:
+    """Resolve a configured ``path`` against the directory the command was launched from
+    (Hydra changes the working directory of a run)."""
+    from hydra.utils import to_absolute_path
+
+    return to_absolute_path(os.path.expanduser(path))
 
 
 def conf_dir() -> Path:

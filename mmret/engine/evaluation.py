@@ -9,17 +9,24 @@ selects which run (default: all, in order). Results are named for the report:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from mmret.distributed import is_distributed
 from mmret.engine.config import ConfigError, DataConfig, EvalConfig, Precision
 from mmret.engine.data import build_source
 from mmret.engine.precision import autocast_context
+from mmret.engine.report import scalar_metrics
 from mmret.evaluation import EvalOptions, get_protocol, list_protocols, run_protocol
 from mmret.metrics import DEFAULT_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from mmret.engine.parts import RunParts
+    from mmret.engine.settings import RunSettings
 
 
 def protocols_to_run(dcfg: DataConfig, ecfg: EvalConfig, during_training: bool = False
@@ -118,11 +125,6 @@ def evaluate_model(
     return results, headlines
 
 
-def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 class RunEvaluation:
     """The one evaluation path of a run, of ``mmret-eval`` and of the demo: the evaluation
     sets of ``data.eval`` for the split (built once), the protocols' options, and a call
@@ -151,13 +153,45 @@ class RunEvaluation:
         self.split = ecfg.during_training_split if during_training else ecfg.split
         chosen = protocols if protocols is not None else protocols_to_run(
             dcfg, ecfg, during_training=during_training)
-        self.sets = build_eval_sets(dcfg, root, towers, self.split, chosen)
         self.options = eval_options(ecfg, towers.tokenizer, device, precision, task,
                                     out_dir=out_dir)
         self.options.distributed = distributed
+        self.sets = build_eval_sets(dcfg, root, towers, self.split, chosen)
         self.train_source = train_source
 
     def __call__(self, model: nn.Module) -> tuple[dict[str, dict[str, Any]], list[str]]:
         return evaluate_model(model, self.sets, self.options, name=self.name,
                               data_name=self.dcfg.name, split=self.split, ecfg=self.ecfg,
                               train_source=self.train_source)
+
+
+def periodic_evaluator(run: RunSettings, parts: RunParts
+                       ) -> Callable[[nn.Module], dict[str, float]] | None:
+    """``model -> metrics`` every ``trainer.eval_every`` steps on rank 0, or ``None``."""
+    if not (run.is_main and run.trainer.eval_every and run.eval.during_training_split
+            and run.data.eval):
+        return None
+    during = RunEvaluation(run.data, run.eval, run.root, parts.towers, name=run.experiment,
+                           device=run.device, precision=run.trainer.precision, task=parts.task,
+                           train_source=dict(run.data.train), during_training=True)
+
+    def evaluator(model: nn.Module) -> dict[str, float]:
+        results, _ = during(parts.task.retrieval_embedding(model, parts.objective))
+        return scalar_metrics(next(iter(results.values())))
+
+    return evaluator
+
+
+def final_evaluation(run: RunSettings, parts: RunParts, out_dir: Path
+                     ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The run's final evaluation of the task's retrieval embedding (rank 0, or every
+    rank with ``eval.distributed``); ``({}, [])`` without ``data.eval``."""
+    sharded = run.eval.distributed and is_distributed()
+    if not (run.data.eval and (run.is_main or sharded)):
+        return {}, []
+    final = RunEvaluation(run.data, run.eval, run.root, parts.towers, name=run.experiment,
+                          device=run.device, precision=run.trainer.precision, task=parts.task,
+                          out_dir=out_dir, train_source=dict(run.data.train),
+                          distributed=sharded)
+    return final(parts.task.retrieval_embedding(parts.towers.model, parts.objective))
+

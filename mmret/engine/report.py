@@ -331,3 +331,42 @@ def write_run_outputs(
         if path is not None:
             paths[path.name] = path
     return paths
+
+
+def run_notes(skipped: list[dict[str, Any]], nonfinite_skips: int) -> list[str]:
+    """The lines ``results.md`` ends with when the run left data or steps out."""
+    notes = []
+    if skipped:
+        notes.append(f"- Data: {len(skipped)} bad training record(s) skipped "
+                     f"(data.on_error=skip), listed in skipped.jsonl.")
+    if nonfinite_skips:
+        notes.append(f"- Training: {nonfinite_skips} step(s) with NaN/Inf skipped "
+                     "(trainer.on_nonfinite=skip).")
+    return notes
+
+
+def append_notes(results_md: Path | None, notes: list[str]) -> None:
+    if notes and results_md is not None:
+        with open(results_md, "a", encoding="utf-8") as handle:
+            handle.write("\n" + "\n".join(notes) + "\n")
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A result's numbers (what the metrics logger records)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def report_run(run_dir: Path, results: Mapping[str, Mapping[str, Any]],
+               baseline: Mapping[str, Mapping[str, Any]] | None, logger: Any, step: int,
+               experiment: str, split: str, make_plots: bool, notes: Sequence[str]
+               ) -> dict[str, Path]:
+    """Rank 0 after the final evaluation: each result's scalars logged as
+    ``final_<protocol>_<split>``, the run's outputs written (:func:`write_run_outputs`,
+    ``baseline`` rows first) and ``notes`` appended to ``results.md``."""
+    for metrics in results.values():
+        logger.log(scalar_metrics(metrics), step, kind=f"final_{metrics['protocol']}_{split}")
+    title = f"{next(iter(results), experiment)}: step {step}"
+    paths = write_run_outputs(run_dir, {**(baseline or {}), **results}, title, make_plots)
+    append_notes(paths.get("results.md"), list(notes))
+    return paths

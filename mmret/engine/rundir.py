@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mmret.data.faults import SkippingDataset
 from mmret.distributed import get_rank
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import ConfigError
@@ -75,19 +76,19 @@ def write_skipped(run_dir: Path, skipped: list[dict[str, Any]]) -> Path | None:
     return path
 
 
-def run_notes(skipped: list[dict[str, Any]], nonfinite_skips: int) -> list[str]:
-    """The lines ``results.md`` ends with when the run left data or steps out."""
-    notes = []
-    if skipped:
-        notes.append(f"- Data: {len(skipped)} bad training record(s) skipped "
-                     f"(data.on_error=skip), listed in {SKIPPED_FILE}.")
-    if nonfinite_skips:
-        notes.append(f"- Training: {nonfinite_skips} step(s) with NaN/Inf skipped "
-                     "(trainer.on_nonfinite=skip).")
-    return notes
+def update_skipped(dataset: Any, before: list[dict[str, Any]], is_main: bool, run_dir: Path,
+                   logger: Any, step: int) -> list[dict[str, Any]]:
+    """The up-front skips plus the images that failed to load during training
+    (``data.on_error=skip``, :class:`~mmret.data.faults.SkippingDataset`); rank 0 rewrites
+    ``skipped.jsonl`` and logs the count when training found more."""
+    if not isinstance(dataset, SkippingDataset):
+        return before
+    after = dataset.skipped
+    if is_main and len(after) != len(before):
+        path = write_skipped(run_dir, after)
+        print(f"data.train: {len(after) - len(before)} image(s) failed to load during "
+              f"training and were skipped (data.on_error=skip); {len(after)} bad record(s) "
+              f"in all, listed in {path}")
+        logger.log({"skipped_records": len(after)}, step, kind="data")
+    return after
 
-
-def append_notes(results_md: Path | None, notes: list[str]) -> None:
-    if notes and results_md is not None:
-        with open(results_md, "a", encoding="utf-8") as handle:
-            handle.write("\n" + "\n".join(notes) + "\n")

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from mmret.engine import checkpoint as ckpt
-from mmret.engine.builders import absolute_path
-from mmret.engine.config import ConfigError
+from mmret.engine.config import ConfigError, absolute_path
 
 
 def resolve_resume(resume: Any, run_dir: Path) -> Path | None:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from mmret.distributed import get_rank, get_world_size, is_distributed, unwrap_model
+from mmret.distributed import get_rank, get_world_size, is_distributed
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import ConfigError, Precision, TrainerConfig
 from mmret.engine.health import (
@@ -359,7 +359,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        unwrap_model(self.objective).post_step()
+        self.objective.post_step()  # the objective is never DDP-wrapped (only the model is)
         return float(norm)
 
     def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
@@ -374,9 +374,7 @@ class Trainer:
         """``{"temperature/<name>": τ}``: what the objective reports
         (:meth:`mmret.objectives.Objective.temperatures`): its own temperatures and, when it
         reads the model's ``logit_scale``, the model's as ``temperature/model``."""
-        from mmret.distributed import unwrap_model as bare
-
-        values = bare(self.objective).temperatures(bare(self.model))
+        values = self.objective.temperatures(self.model)  # self.model: never DDP-wrapped
         return {f"temperature/{name}": float(tau) for name, tau in values.items()}
 
     def fit(self, resume_from: str | Path | None = None) -> list[dict[str, float]]:
