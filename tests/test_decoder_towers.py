@@ -211,3 +211,89 @@ def test_text_pair_training_learns(tok_dir) -> None:
         opt.step()
     with torch.no_grad():
         assert float(loss()) < 0.8 * start
+
+
+# ----------------------------------------------------------------------------- configs
+
+STAND_INS = {"sgpt": "gpt_neo", "prompteol_opt": "opt", "e5_mistral": "mistral"}
+
+
+@pytest.mark.parametrize("config", sorted(STAND_INS))
+def test_real_embedder_configs_on_tiny_stand_ins(config, tok_dir, tmp_path) -> None:
+    """The shipped SGPT / PromptEOL-OPT / e5-mistral configs, with name_or_path pointed at a
+    tiny random model of the same family (saved as a Hugging Face folder)."""
+    from hydra import compose, initialize_config_dir
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from mmret.engine.builders import build_towers
+    from mmret.engine.config import conf_dir, register_configs
+
+    family = STAND_INS[config]
+    # the e5 instruction is ~70 tokens under the tiny BPE: a longer context for it
+    hf_cfg = AutoConfig.for_model(family, vocab_size=VOCAB,
+                                  **{**FAMILIES[family], "max_position_embeddings": 256})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(hf_cfg).save_pretrained(tmp_path / "m")
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(tmp_path / "m")
+    register_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={config}", f"model.name_or_path={tmp_path / 'm'}",
+                                          "model.max_length=200", "model.dtype=null"])
+    enc = build_towers(cfg.model).model.eval()
+    want = {"sgpt": "weighted_mean", "prompteol_opt": "last", "e5_mistral": "last"}[config]
+    assert isinstance(enc, DecoderSentenceEncoder) and enc.pooling == want
+    assert enc.lm.config.model_type == family
+    if config == "prompteol_opt":
+        ids = enc.tokenize(["hi"])["input_ids"][0].tolist()
+        assert enc.tokenizer.decode(ids).endswith('This sentence : "hi" means in one word:"')
+    if config == "e5_mistral":
+        ids = enc.tokenize(["hi"], role="query")["input_ids"][0].tolist()
+        assert ids[-1] == enc.tokenizer.eos_token_id
+        assert enc.tokenizer.decode(ids[:-1]).startswith("Instruct: ")
+        assert enc.tokenize(["hi"], role="document")["input_ids"][0].tolist()[:-1] == \
+            enc.tokenizer("hi", add_special_tokens=False)["input_ids"]
+    a = enc.encode(["hi there", "the cat sat on the mat and a dog runs in the park"])
+    b = enc.encode(["hi there"])
+    assert (a[0] - b[0]).abs().max() < 1e-5
+
+
+# ----------------------------------------------------------------------------- causal LM
+
+def test_next_token_objective_equals_a_direct_cross_entropy() -> None:
+    from mmret.objectives import create_objective
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[1, 2, 3, -100], [4, 5, -100, -100]])
+    got = create_objective("next_token")(lm_logits=logits, lm_labels=labels)["lm_loss"]
+    terms = [-torch.log_softmax(logits[i, t], -1)[labels[i, t + 1]]
+             for i in range(2) for t in range(3) if labels[i, t + 1] != -100]
+    assert torch.allclose(got, torch.stack(terms).mean(), atol=1e-6)
+
+
+def test_causal_lm_task_learns(tok_dir) -> None:
+    """causal_lm + next_token on a fixed batch: 25 Adam steps bring the loss below 0.7× its
+    start; labels are the ids (+EOS) with -100 on padding."""
+    from mmret.objectives import create_objective
+    from mmret.tasks import create_task
+
+    cfg = {"model_type": "gpt2", "vocab_size": VOCAB, **FAMILIES["gpt2"]}
+    towers = mmret.create_towers("decoder-llm", config=cfg, tokenizer=tok_dir, dropout=0.0)
+    task = create_task("causal_lm")
+    task.setup(towers, None)
+    batch = task.collate_fn()([{"anchor": t} for t in sorted(set(CORPUS))])
+    first = towers.model.tokenizer("a dog runs in the park quickly today")["input_ids"]
+    row = batch["lm_labels"][0].tolist()
+    assert row[: len(first) + 1] == first + [towers.model.eos_id]
+    assert (batch["lm_labels"] == -100).sum() == (batch["attention_mask"] == 0).sum()
+    objective = create_objective("next_token")
+    model = towers.model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with torch.no_grad():
+        start = float(objective(**task(model, batch))["lm_loss"])
+    for _ in range(25):
+        opt.zero_grad()
+        objective(**task(model, batch))["lm_loss"].backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(objective(**task(model, batch))["lm_loss"]) < 0.7 * start

@@ -141,7 +141,97 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   **rep.metrics}
     result["rows"] = md_rows
     result["tokenizer_vocab"] = len(tokenizer)
+    if args.retrieval != "none":
+        from mmret.retrieval.datasets import sts12_retrieval, stsb_retrieval
+
+        rset = (stsb_retrieval(args.data_root, split="test") if args.retrieval == "stsb"
+                else sts12_retrieval(args.data_root))
+        ks = [int(x) for x in str(args.sparse_k).split(",") if x]
+        result["sparse_vs_dense"] = {
+            "set": rset.name, "summary": rset.summary(), "weighting": args.weighting,
+            "query_mode": args.query_mode,
+            "rows": sparse_vs_dense(embedder, rset, ks, args.weighting, args.query_mode, head)}
     return result
+
+
+def forward_flops(model: Any, tokens: float) -> float:
+    """≈ 2 · (non-embedding parameters) · tokens (Kaplan et al. 2020), the forward pass."""
+    body = getattr(model, "body", model)
+    emb = body.get_input_embeddings() if hasattr(body, "get_input_embeddings") else None
+    skip = {id(p) for p in emb.parameters()} if emb is not None else set()
+    pos = [m for n, m in body.named_modules() if n.endswith(("wpe", "embed_positions"))]
+    for m in pos:
+        skip |= {id(p) for p in m.parameters()}
+    params = sum(p.numel() for p in body.parameters() if id(p) not in skip)
+    return 2.0 * params * tokens
+
+
+def sparse_vs_dense(model: Any, rset: Any, ks: Sequence[int], weighting: str = "relu",
+                    query_mode: str = "tokens", head: kt.DecodingHead | None = None
+                    ) -> list[dict[str, Any]]:
+    """The same model's dense route against the aligned-tokens sparse route (a reconstruction
+    of §3.4) for each K: nDCG@10, MRR@10, query time, index bytes, FLOPs per query, and the
+    sparse/dense ratios."""
+    import time
+
+    from mmret.metrics.ir import ir_metrics
+    from mmret.retrieval.datasets import drop_identical_ids
+    from mmret.retrieval.dense import DenseRoute
+    from mmret.retrieval.sparse import LogitSparseEncoder, SparseRoute
+    from mmret.towers.text_encoders import SentenceTokenizer
+
+    queries, docs, qrels = rset.queries, rset.documents, rset.qrels
+    tokenizer = kt.hf_tokenizer_of(model)
+    q_tokens = sum(len(x) for x in tokenizer([q.text for q in queries])["input_ids"]) / len(queries)
+
+    def evaluate(route: Any) -> tuple[dict[str, float], float]:
+        start = time.perf_counter()
+        run = route.search(queries, 11)
+        seconds = (time.perf_counter() - start) / len(queries)
+        if rset.ignore_identical_ids:
+            run = drop_identical_ids(run, 10)
+        return ir_metrics(run, qrels, ["ndcg@10", "mrr@10"]), seconds
+
+    start = time.perf_counter()
+    dense = DenseRoute(docs, (model, SentenceTokenizer(model)), name="dense", batch_size=64)
+    dense_build = time.perf_counter() - start
+    metrics, seconds = evaluate(dense)
+    d = int(dense.features.shape[1])
+    base = {"route": "dense", "K": None, **metrics, "query_s": seconds,
+            "index_bytes": int(dense.features.nbytes), "build_s": dense_build,
+            "flops_per_query": forward_flops(model, q_tokens) + 2.0 * len(docs) * d}
+    rows = [base]
+    for k in ks:
+        enc = LogitSparseEncoder(model, head=head, top_k=int(k), weighting=weighting,
+                                 query_mode=query_mode)
+        start = time.perf_counter()
+        route = SparseRoute(docs, enc, name=f"aligned_tokens@{k}")
+        build = time.perf_counter() - start
+        metrics, seconds = evaluate(route)
+        model_flops = forward_flops(model, q_tokens) if query_mode == "decoded" else 0.0
+        rows.append({"route": "aligned_tokens", "K": int(k), **metrics, "query_s": seconds,
+                     "index_bytes": route.cost.index_bytes, "build_s": build,
+                     "flops_per_query": model_flops + 2.0 * route.cost.madds_per_query})
+    for r in rows:
+        for key in ("ndcg@10", "mrr@10"):
+            r[f"{key}_ratio"] = r[key] / base[key] if base[key] else float("nan")
+        for key in ("query_s", "index_bytes", "flops_per_query"):
+            r[f"{key}_ratio"] = r[key] / base[key] if base[key] else float("nan")
+    return rows
+
+
+def sparse_markdown(rows: list[dict[str, Any]], name: str) -> str:
+    lines = [f"## Sparse (aligned tokens, a reconstruction of §3.4) vs dense on {name}", "",
+             "| route | K | nDCG@10 | MRR@10 | nDCG ratio | MRR ratio | query ms | "
+             "query time ratio | index KiB | FLOPs/query ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['route']} | {r['K'] or '–'} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | "
+            f"{r['ndcg@10_ratio']:.3f} | {r['mrr@10_ratio']:.3f} | {1000 * r['query_s']:.3f} | "
+            f"{r['query_s_ratio']:.3f} | {r['index_bytes'] / 1024:.1f} | "
+            f"{r['flops_per_query_ratio']:.2e} |")
+    return "\n".join(lines) + "\n"
 
 
 def kt_texts(path: str) -> list[str]:
@@ -180,7 +270,13 @@ def markdown(result: dict[str, Any], show: int = 20) -> str:
     rows = [{"text": r["text"], **{c: r[c] for c in cols}, "hit": r["hit"]}
             for r in result["rows"][:show]]
     lines += kt.as_markdown_rows(rows)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if result.get("sparse_vs_dense"):
+        sd = result["sparse_vs_dense"]
+        text += "\n" + sparse_markdown(sd["rows"], f"{sd['set']} ({sd['summary']['queries']} "
+                                      f"queries, {sd['summary']['documents']} documents; "
+                                      f"{sd['weighting']} weights, {sd['query_mode']} queries)")
+    return text
 
 
 def plots(result: dict[str, Any], out: Path) -> list[Path]:
@@ -226,6 +322,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="drop special tokens from each text's ids")
     parser.add_argument("--lambda", dest="lam", default="v1",
                         help="first-component change: v1 (= variation_1) or a number")
+    parser.add_argument("--retrieval", choices=("none", "stsb", "sts12"), default="none",
+                        help="also compare the sparse route with the dense one on this set")
+    parser.add_argument("--sparse-k", default="16,64,256", help="K values, comma-separated")
+    parser.add_argument("--weighting", choices=("relu", "softmax"), default="relu")
+    parser.add_argument("--query-mode", choices=("tokens", "decoded"), default="tokens")
     parser.add_argument("--out", type=Path, default=Path("key_tokens"))
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
@@ -244,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     _write(args.out / "key_tokens.md", table)
     figures = [] if args.no_plots else plots(result, args.out)
     print(table.split("## Per text")[0])
+    if "## Sparse" in table:
+        print("## Sparse" + table.split("## Sparse")[1])
     print(f"wrote {args.out / 'key_tokens.json'}, {args.out / 'key_tokens.md'}"
           + "".join(f", {f}" for f in figures))
 

@@ -1,7 +1,7 @@
 """Tasks: one kind of training work each (see :mod:`mmret.tasks.base`)."""
 
 # Importing a task's module registers it.
-from mmret.tasks import composed, image_text, teachers, text_pair  # noqa: F401
+from mmret.tasks import causal_lm, composed, image_text, teachers, text_pair  # noqa: F401
 from mmret.tasks.base import (
     TASKS,
     Task,

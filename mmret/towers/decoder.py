@@ -170,6 +170,10 @@ class DecoderSentenceEncoder(SentenceEncoder):
             probe = _load_tokenizer(str(tokenizer))
             for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
                 cfg_dict.setdefault(key, getattr(probe, key))
+            cfg_dict.setdefault("vocab_size", len(probe))
+            if cfg_dict["vocab_size"] < len(probe):
+                raise ValueError(f"config: vocab_size {cfg_dict['vocab_size']} is smaller than "
+                                 f"the tokenizer's {len(probe)} ids")
             hf_config = AutoConfig.for_model(model_type, **cfg_dict)
         else:
             hf_config = AutoConfig.from_pretrained(str(name_or_path))
@@ -282,13 +286,16 @@ class DecoderSentenceEncoder(SentenceEncoder):
                         cut, len(ids), room, self.max_length)
         rows = [head + prefix + x[:room] + suffix + tail + eos for x in ids]
         width = max((len(r) for r in rows), default=0)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            span = slice(width - len(r), width) if self.padding_side == "left" else slice(0, len(r))
-            input_ids[i, span] = torch.tensor(r, dtype=torch.long)
-            mask[i, span] = 1
-        return {"input_ids": input_ids, "attention_mask": mask}
+        pad = self.pad_id
+        if self.padding_side == "left":
+            padded = [[pad] * (width - len(r)) + r for r in rows]
+            masks = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
+        else:
+            padded = [r + [pad] * (width - len(r)) for r in rows]
+            masks = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+        shape = (len(rows), width)
+        return {"input_ids": torch.tensor(padded, dtype=torch.long).reshape(shape),
+                "attention_mask": torch.tensor(masks, dtype=torch.long).reshape(shape)}
 
     def _lengths(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         mask = tokens.get("attention_mask")
@@ -393,14 +400,54 @@ def _template_ids(tokenizer: Any, template: str | None) -> tuple[list[int], list
             enc(suffix, add_special_tokens=False)["input_ids"] if suffix else [])
 
 
-def create_decoder_towers(pretrained: str | None = None, **kwargs: Any):
+def texts_of_files(files: Sequence[str | Path]) -> list[str]:
+    """Training texts for a tokenizer: STS-B ``.csv`` files (tab-separated, sentences in
+    columns 6 and 7), STS ``STS.input.*.txt`` files (two tab-separated sentences), other
+    files one text per line."""
+    texts: list[str] = []
+    for f in map(Path, files):
+        if not f.is_file():
+            raise FileNotFoundError(f"tokenizer_train: {f} is not a file")
+        for line in f.read_text(encoding="utf-8").splitlines():
+            cols = line.split("\t")
+            if f.suffix == ".csv":
+                texts += [c for c in cols[5:7] if c.strip()]
+            elif f.name.startswith("STS.input."):
+                texts += [c for c in cols[:2] if c.strip()]
+            elif line.strip():
+                texts.append(line)
+    return texts
+
+
+def ensure_tokenizer(path: str | Path, files: Sequence[str | Path], vocab_size: int) -> Path:
+    """``path`` if it holds a tokenizer, else a byte-level BPE tokenizer trained on
+    ``files`` (:func:`texts_of_files`; deterministic) and saved there."""
+    path = Path(path)
+    if (path / "tokenizer.json").is_file():
+        return path
+    texts = texts_of_files(files)
+    log.info("decoder tower: training a %d-token BPE tokenizer on %d texts -> %s",
+             vocab_size, len(texts), path)
+    return train_tokenizer(texts, int(vocab_size), path)
+
+
+def create_decoder_towers(pretrained: str | None = None,
+                          tokenizer_train: Mapping[str, Any] | None = None, **kwargs: Any):
     """``Towers(model=DecoderSentenceEncoder, None, None, SentenceTokenizer)``; the model's
     ``mmret_spec`` is ``{"name": "decoder-llm", "kwargs": kwargs}`` so
     :func:`mmret.load_checkpoint` rebuilds it (from ``config`` or ``name_or_path``'s
-    config, then the trained weights). ``pretrained``: trained mmret weights to load."""
+    config, then the trained weights). ``pretrained``: trained mmret weights to load.
+    ``tokenizer_train`` (``{"files": [...], "vocab_size": N}``): when the ``tokenizer``
+    folder does not exist yet, train it there first (:func:`ensure_tokenizer`)."""
     from mmret.towers import Towers
 
     spec_kwargs = json.loads(json.dumps(kwargs))
+    if tokenizer_train:
+        if not kwargs.get("tokenizer"):
+            raise ValueError("tokenizer_train needs tokenizer= (the folder to train it into)")
+        ensure_tokenizer(kwargs["tokenizer"], list(tokenizer_train["files"]),
+                         int(tokenizer_train.get("vocab_size", 4096)))
+        spec_kwargs["tokenizer_train"] = json.loads(json.dumps(dict(tokenizer_train)))
     build = dict(kwargs)
     for key in ("name_or_path", "tokenizer"):
         if build.get(key) is not None:
