@@ -12,7 +12,7 @@ from mmret.retrieval.datasets.base import (
     write_text_atomic,
 )
 from mmret.retrieval.datasets.beir import BEIRFormatError, load_beir, read_qrels
-from mmret.retrieval.datasets.manuals import generate_manuals, manuals_dataset
+from mmret.retrieval.datasets.manuals import generate_manuals, manuals_dataset, manuals_set
 from mmret.retrieval.datasets.sts_sets import (
     pairs_retrieval_set,
     sts12_retrieval,
@@ -26,6 +26,7 @@ __all__ = [
     "generate_manuals",
     "load_beir",
     "manuals_dataset",
+    "manuals_set",
     "pairs_retrieval_set",
     "read_qrels",
     "sts12_retrieval",

@@ -38,7 +38,7 @@ from mmret.retrieval.datasets.base import write_beir
 from mmret.retrieval.types import Document, Query
 
 __all__ = ["CHUNKS_PER_PRODUCT", "MANUAL_FORMAT_VERSION", "generate_manuals",
-           "manuals_dataset", "product_names"]
+           "manuals_dataset", "manuals_set", "product_names"]
 
 MANUAL_FORMAT_VERSION = 1
 
@@ -282,3 +282,14 @@ def generate_manuals(folder: str | os.PathLike, lang: str = "en", products: int 
     info = {"settings": settings, "documents": len(documents), "queries": len(queries),
             "train_queries": len(qrels["train"]), "test_queries": len(qrels["test"])}
     return write_beir(out, documents, queries, qrels, info)
+
+
+def manuals_set(root: str | os.PathLike = "data/manuals_en", lang: str = "en",
+                products: int = 30, seed: int = 0, split: str = "test",
+                train_every: int = 3) -> Any:
+    """The benchmark as a :class:`~mmret.retrieval.datasets.base.RetrievalSet` (generated
+    into ``root`` first when absent; its ``train`` split in ``train_queries``)."""
+    from mmret.retrieval.datasets.beir import load_beir
+
+    folder = generate_manuals(root, lang, products, seed, train_every)
+    return load_beir(folder, split=split, name=f"manuals-{lang}", with_train=True)
