@@ -23,9 +23,19 @@ class NextTokenObjective(Objective):
 
     Inputs:
         ``lm_logits`` (N, L, V), ``lm_labels`` (N, L) token ids, ``-100`` where ignored.
+        Unlike the embedding objectives it reads no ``*_features`` (N, d) tensors: the
+        ``causal_lm`` task hands it the tower's next-token logits.
 
     Returns:
         ``{"lm_loss": L}`` (times ``weight``).
+
+    Defaults:
+        ``weight`` = 1; padding label ``-100`` (PyTorch's ``ignore_index``).
+
+    Paper:
+        Radford et al., "Language Models are Unsupervised Multitask Learners" (GPT-2, 2019):
+        the causal-LM objective mmret pre-trains its small decoder with before the
+        key-token experiment (docs/results.md, "LLMs as text embedders").
 
     Example:
         >>> import torch
