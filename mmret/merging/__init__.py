@@ -71,9 +71,11 @@ def merge_checkpoints(models: Sequence[str | os.PathLike], out: str | os.PathLik
     """Static merge of checkpoints into a new checkpoint folder ``out``; returns its
     checkpoint folder."""
     tv, template = load_inputs(models, base, names)
-    result = create_method(method, **options)(tv)
+    result = create_method(method, **options)(tv, consume=True)
     record = merge_record(tv, method, result.coefficients, models, base)
-    return write_merged_checkpoint(out, assemble(tv, result.tensors), template, record)
+    tensors = assemble(tv, result.tensors)
+    del result, tv
+    return write_merged_checkpoint(out, tensors, template, record)
 
 
 __all__ = ["MERGE_METHODS", "MergeError", "MergeResult", "ModelWeights", "SelfPositioning",

@@ -285,7 +285,8 @@ def run_merge(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                                                           "balance": bool(cfg.probe.balance)}}
         point = float(sp.scale.detach())
     else:
-        result = create_method(method, **method_cfg)(tv)
+        # without the report's sweep the inputs are dropped tensor by tensor as merged
+        result = create_method(method, **method_cfg)(tv, consume=not cfg.report.evaluate)
         merged, coefficients = result.tensors, result.coefficients
         point = float(coefficients.get("scale", 1.0))
     record = merge_record(tv, method, coefficients, models, base)

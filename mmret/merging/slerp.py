@@ -101,13 +101,19 @@ def compose_coefficients(gram: torch.Tensor, weights: torch.Tensor, *,
 
 
 def gram_matrix(vectors: Sequence[torch.Tensor], rows: bool = False) -> torch.Tensor:
-    """``G_ij = V_i·V_j`` in float64 over the elements of same-shaped tensors (N, N), or per
-    leading row (R, N, N) with ``rows=True``."""
+    """``G_ij = V_i·V_j`` (float64 result; the dots in the tensors' own dtype) over the
+    elements of same-shaped tensors (N, N), or per leading row (R, N, N) with
+    ``rows=True``."""
     if rows:
         x = torch.stack([v.double().reshape(v.shape[0], -1) for v in vectors], dim=1)
         return x @ x.transpose(1, 2)
-    x = torch.stack([v.double().reshape(-1) for v in vectors])
-    return x @ x.T
+    n = len(vectors)
+    flat = [v.reshape(-1) for v in vectors]  # views: no copy (dots in the tensors' dtype)
+    gram = torch.empty(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i, n):
+            gram[i, j] = gram[j, i] = torch.dot(flat[i], flat[j]).double()
+    return gram
 
 
 __all__ = ["ACCUMULATE", "compose_coefficients", "gram_matrix", "slerp", "slerp_factors"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from mmret.merging.checkpoint import MergeError
-from mmret.merging.methods.base import MergeMethod, check_weights, register_method
+from mmret.merging.methods.base import MergeMethod, check_weights, register_method, work_dtype
 
 
 @register_method("average")
@@ -30,7 +30,8 @@ class Average(MergeMethod):
     def merge_tensor(self, key: str, base: torch.Tensor, deltas: Sequence[torch.Tensor],
                      weights: Sequence[float]) -> torch.Tensor:
         total = sum(weights)
-        out = base.double().clone()
+        dtype = work_dtype(base)
+        out = base.to(dtype, copy=True)
         for w, d in zip(weights, deltas, strict=True):
-            out.add_(d.double(), alpha=w / total)
+            out.add_(d.to(dtype), alpha=w / total)
         return out.to(base.dtype)

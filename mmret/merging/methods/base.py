@@ -49,13 +49,25 @@ class MergeMethod:
                      weights: Sequence[float]) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, tv: TaskVectors) -> MergeResult:
+    def __call__(self, tv: TaskVectors, consume: bool = False) -> MergeResult:
+        """Merge every key; ``consume=True`` drops each key's inputs from ``tv`` once its
+        output exists (peak memory: the inputs plus one output tensor)."""
         weights = self.model_weights(len(tv.vectors))
         out = {}
-        for key, theta0 in tv.base.items():
-            out[key] = self.merge_tensor(key, theta0, [v[key] for v in tv.vectors], weights)
+        for key in list(tv.base):
+            out[key] = self.merge_tensor(key, tv.base[key], [v[key] for v in tv.vectors],
+                                         weights)
+            if consume:
+                consume_key(tv, key)
         return MergeResult(out, {**self.options(),
                                  "weights": dict(zip(tv.names, weights, strict=True))})
+
+
+def consume_key(tv: TaskVectors, key: str) -> None:
+    """Drop ``key`` from the base and every task vector of ``tv``."""
+    del tv.base[key]
+    for vec in tv.vectors:
+        del vec[key]
 
 
 def check_weights(weights: Sequence[float] | None, n: int, what: str = "weights",
@@ -71,6 +83,11 @@ def check_weights(weights: Sequence[float] | None, n: int, what: str = "weights"
             raise MergeError(f"{what}[{i}] = {w} is out of range (expected "
                              f"{'> 0' if positive else '>= 0'})")
     return values
+
+
+def work_dtype(t: torch.Tensor) -> torch.dtype:
+    """float32/float64 stay as they are; half types are merged in float32."""
+    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def check_fraction(value: float, what: str, low_open: bool = True) -> float:

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 import torch
 
 from mmret.merging.checkpoint import MergeError
-from mmret.merging.methods.base import MergeMethod, MergeResult, check_weights, register_method
+from mmret.merging.methods.base import (
+    MergeMethod,
+    MergeResult,
+    check_weights,
+    consume_key,
+    register_method,
+    work_dtype,
+)
 from mmret.merging.slerp import ACCUMULATE, compose_coefficients, gram_matrix
 from mmret.merging.task_vectors import TaskVectors
 
@@ -79,7 +86,7 @@ class Slerp(MergeMethod):
         return compose_coefficients(gram, shares, accumulate=self.accumulate,
                                     dot_threshold=self.dot_threshold)
 
-    def __call__(self, tv: TaskVectors) -> MergeResult:
+    def __call__(self, tv: TaskVectors, consume: bool = False) -> MergeResult:
         n = len(tv.vectors)
         shares = self.shares(n)
         norms = torch.ones(n, dtype=torch.float64)
@@ -93,7 +100,8 @@ class Slerp(MergeMethod):
             gram = gram / (norms[:, None] * norms[None, :])
             flat_c = self._coefficients(gram, shares) / norms
         out: dict[str, torch.Tensor] = {}
-        for key, theta0 in tv.base.items():
+        for key in list(tv.base):
+            theta0 = tv.base[key]
             vectors = self._vectors(tv, key)
             if flat_c is not None:
                 c = flat_c
@@ -101,16 +109,24 @@ class Slerp(MergeMethod):
                 by_row = self.angles == "per_row" and theta0.dim() >= 1
                 gram = gram_matrix(vectors, rows=by_row) / (norms[:, None] * norms[None, :])
                 c = self._coefficients(gram, shares) / norms
-            merged = torch.zeros_like(theta0, dtype=torch.float64)
+            dtype = work_dtype(theta0)
+            if self.space == "task_vectors":
+                merged, factor = theta0.to(dtype, copy=True), self.scale
+            else:
+                merged, factor = torch.zeros_like(theta0, dtype=dtype), 1.0
             for i, v in enumerate(vectors):
                 ci = c[..., i]
                 if ci.dim():
-                    ci = ci.reshape(-1, *([1] * (v.dim() - 1)))
-                merged += ci * v.double()
-            if self.space == "task_vectors":
-                merged = theta0.double() + self.scale * merged
+                    ci = ci.reshape(-1, *([1] * (v.dim() - 1))).to(dtype)
+                    merged += factor * ci * v.to(dtype)
+                else:
+                    merged.add_(v.to(dtype), alpha=factor * float(ci))
             out[key] = merged.to(theta0.dtype)
-        coefficients = {"shares": dict(zip(tv.names, shares.tolist(), strict=True)),
+            if consume:
+                del vectors
+                consume_key(tv, key)
+        names = tv.names
+        coefficients = {"shares": dict(zip(names, shares.tolist(), strict=True)),
                         **self.options()}
         if flat_c is not None:
             coefficients["flattened_coefficients"] = dict(zip(tv.names, flat_c.tolist(),

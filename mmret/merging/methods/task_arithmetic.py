@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from mmret.merging.checkpoint import MergeError
-from mmret.merging.methods.base import MergeMethod, check_weights, register_method
+from mmret.merging.methods.base import MergeMethod, check_weights, register_method, work_dtype
 
 
 @register_method("task_arithmetic")
@@ -29,7 +29,8 @@ class TaskArithmetic(MergeMethod):
 
     def merge_tensor(self, key: str, base: torch.Tensor, deltas: Sequence[torch.Tensor],
                      weights: Sequence[float]) -> torch.Tensor:
-        out = base.double().clone()
+        dtype = work_dtype(base)
+        out = base.to(dtype, copy=True)
         for w, d in zip(weights, deltas, strict=True):
-            out.add_(d.double(), alpha=self.scale * w)
+            out.add_(d.to(dtype), alpha=self.scale * w)
         return out.to(base.dtype)

@@ -37,10 +37,15 @@ def trim_top_k(delta: torch.Tensor, density: float) -> torch.Tensor:
         return delta.clone()
     k = max(1, int(density * delta.numel()))
     flat = delta.reshape(-1)
-    keep = torch.argsort(flat.abs().float(), descending=True, stable=True)[:k]
-    mask = torch.zeros_like(flat)
-    mask[keep] = 1
-    return (flat * mask).reshape(delta.shape)
+    magnitude = flat.abs()
+    # the k-th largest magnitude as a threshold (O(n)); exact ties at it: sort instead
+    threshold = torch.kthvalue(magnitude, flat.numel() - k + 1).values
+    mask = magnitude >= threshold
+    if int(mask.sum()) != k:
+        keep = torch.argsort(magnitude.float(), descending=True, stable=True)[:k]
+        mask = torch.zeros_like(mask)
+        mask[keep] = True
+    return torch.where(mask, flat, torch.zeros_like(flat)).reshape(delta.shape)
 
 
 def elect_and_merge(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,266 @@
+"""Benchmark of mmret.merging (docs/benchmarks.md, "Model merging").
+
+1. Speed of every static merge against a plain ``torch.add`` over the same tensors, in one
+   run: the baseline adds the N task vectors into the base tensor by tensor
+   (``out = base.clone(); out.add_(v_i, alpha=w)``); ratio = baseline time / method time
+   (≥ 0.5 is the target: the merge runs at least half as fast as the bare additions).
+2. Peak memory of an N-model merge from checkpoint files (read, task vectors, merge,
+   write), in a fresh child process per method: peak RSS (VmHWM) minus the RSS before the
+   files are read, in units of one model's bytes (target ≤ N + 2).
+3. A Self Positioning step (merge the tensors with the current (a, λ), functional_call
+   forward, backward into N + 1 scalars, SGD step) against an ordinary training step
+   (forward, backward, AdamW over every weight) of the same model on the same batch.
+
+Usage (repository root)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python tools/bench/bench_merge.py            # all three
+    OMP_NUM_THREADS=1 .venv/bin/python tools/bench/bench_merge.py --models 3 --size-mb 88
+
+Writes ``outputs/bench/merge.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+METHODS = {"average": {}, "task_arithmetic": {"scale": 0.5}, "ties": {"density": 0.2},
+           "dare": {"drop": 0.9}, "slerp": {}, "slerp_flattened": {"angles": "flattened"}}
+
+
+def fake_model(size_mb: float, seed: int) -> dict[str, torch.Tensor]:
+    """Tensors shaped like a BERT-style encoder (384-wide layers) totalling ``size_mb``."""
+    g = torch.Generator().manual_seed(seed)
+    per_layer = [(384, 384)] * 4 + [(1536, 384), (384, 1536)] + [(384,)] * 8
+    layer_bytes = sum(4 * torch.Size(s).numel() for s in per_layer)
+    layers = max(1, int(size_mb * 2**20 / layer_bytes))
+    out = {}
+    for i in range(layers):
+        for j, shape in enumerate(per_layer):
+            out[f"model/layer{i}.p{j}"] = torch.randn(shape, generator=g)
+    return out
+
+
+def task_vectors_of(n: int, size_mb: float):
+    from mmret.merging.task_vectors import TaskVectors
+
+    base = fake_model(size_mb, 0)
+    vectors = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(100 + i)
+        vectors.append({k: 0.01 * torch.randn(v.shape, generator=g) for k, v in base.items()})
+    return TaskVectors(base, vectors, {}, [f"m{i}" for i in range(n)], ["-"] * n, "-")
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_speed(n: int, size_mb: float, repeats: int) -> list[dict]:
+    from mmret.merging.methods import create_method
+
+    tv = task_vectors_of(n, size_mb)
+
+    def baseline() -> None:
+        for key, theta0 in tv.base.items():
+            out = theta0.clone()
+            for v in tv.vectors:
+                out.add_(v[key], alpha=0.5)
+
+    def mergekit_ties() -> None:
+        from mergekit.merge_methods import registry
+        from mergekit.merge_methods.base import TensorGroup
+
+        ties = registry.get("ties")
+        weights = {n: 1.0 for n in tv.names}
+        for key, theta0 in tv.base.items():
+            group = TensorGroup.from_tensors([theta0] + [theta0 + v[key] for v in tv.vectors],
+                                             ids=["base"] + tv.names, base_index=0)
+            ties.merge_group(group, weight=weights, density={n: 0.2 for n in tv.names},
+                             normalize=True, rescale=False, int8_mask=False, **{"lambda": 1.0})
+
+    candidates = {}
+    for label, options in METHODS.items():
+        method = create_method("slerp" if label.startswith("slerp") else label, **options)
+        candidates[label] = lambda m=method: m(tv)
+    try:
+        import mergekit  # noqa: F401
+
+        candidates["ties (mergekit 0.1.5, reference)"] = mergekit_ties
+    except ImportError:
+        pass
+    rows = []
+    for label, fn in candidates.items():
+        base_times, method_times = [], []
+        for _ in range(repeats):  # interleaved: both under the same load
+            base_times.append(timed(baseline, 1))
+            method_times.append(timed(fn, 1))
+        base_s, method_s = statistics.median(base_times), statistics.median(method_times)
+        rows.append({"method": label, "baseline_s": base_s, "method_s": method_s,
+                     "ratio": base_s / method_s})
+    return rows
+
+
+def _peak_child(method: str, n: int, size_mb: float) -> dict:
+    """Run in a child: write N + 1 checkpoints, then read + merge + write, report VmHWM."""
+    from safetensors.torch import save_file
+
+    from mmret.checkpoint import write_manifest
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-merge-"))
+    spec = {"name": "bench", "kwargs": {}}
+    model_bytes = 0
+    for i in range(n + 1):
+        tensors = fake_model(size_mb, i)
+        model_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        d = tmp / f"m{i}"
+        d.mkdir()
+        save_file({k[6:]: v for k, v in tensors.items()}, str(d / "model.safetensors"))
+        (d / "towers.json").write_text(json.dumps(spec))
+        write_manifest(d, ["model.safetensors", "towers.json"])
+        del tensors
+    import gc
+
+    gc.collect()
+    # VmHWM cannot be reset from inside; the files were written by this process, so measure
+    # the merge in a grandchild that starts clean
+    code = f"""
+import json, sys
+from pathlib import Path
+from mmret.merging import merge_checkpoints
+def rss(field):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+tmp = Path({str(tmp)!r})
+start = rss('VmRSS')
+models = [tmp / f'm{{i}}' for i in range(1, {n} + 1)]
+name, options = {method!r}, {json.dumps(METHODS[method])}
+merge_checkpoints(models, tmp / 'out', 'slerp' if name.startswith('slerp') else name,
+                  base=tmp / 'm0', **options)
+print(json.dumps({{'start': start, 'peak': rss('VmHWM')}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    peak = measured["peak"] - measured["start"]
+    return {"method": method, "models": n, "model_mb": model_bytes / 2**20,
+            "peak_mb": peak / 2**20, "peak_models": peak / model_bytes, "limit_models": n + 2}
+
+
+def bench_self_positioning(repeats: int) -> dict:
+    """One Self Positioning step vs one ordinary training step, tiny text tower, one batch."""
+    import mmret
+    from mmret.merging.self_positioning import FunctionalModule, SelfPositioning
+    from mmret.merging.task_vectors import TaskVectors
+    from mmret.objectives import create_objective
+
+    towers = mmret.create_towers("sentence-encoder", kind="tiny", config="mmret-tiny",
+                                 dropout=0.1)
+    model = towers.model.train()
+    sentences = [f"a {c} {s} next to a {d} square" for c in ("red", "blue", "green", "white")
+                 for s in ("circle", "star", "cross", "triangle") for d in ("big", "small")]
+    tokens = towers.tokenizer(sentences)
+    tokens = tokens if isinstance(tokens, dict) else {"input_ids": tokens}
+    objective = create_objective("infonce")
+
+    def loss_of(m) -> torch.Tensor:
+        feats = m(**tokens)["features"]
+        half = feats.shape[0] // 2
+        return sum(objective(anchor_features=feats[:half],
+                             positive_features=feats[half:]).values())
+
+    base = {f"model/{k}": v.detach().clone() for k, v in model.state_dict().items()
+            if v.is_floating_point()}
+    g = torch.Generator().manual_seed(0)
+    vectors = [{k: 0.01 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+               for _ in range(3)]
+    sp = SelfPositioning(TaskVectors(base, vectors, {}, ["a", "b", "c"], ["-"] * 3, "-"))
+    opt_sp = torch.optim.SGD([sp.rho, sp.scale], lr=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def sp_step() -> None:
+        opt_sp.zero_grad()
+        params = {k[6:]: v for k, v in sp.merged_tensors().items()}
+        (loss_of(FunctionalModule(model, params)) + sp.penalty()).backward()
+        opt_sp.step()
+
+    def train_step() -> None:
+        opt.zero_grad()
+        loss_of(model).backward()
+        opt.step()
+
+    for fn in (sp_step, train_step):
+        fn()  # warm-up
+    train_s = timed(train_step, repeats)
+    sp_s = timed(sp_step, repeats)
+    params = sum(v.numel() for v in base.values())
+    return {"model": "mmret-tiny text tower", "parameters": params, "batch": len(sentences),
+            "models_merged": 3, "train_step_s": train_s, "sp_step_s": sp_s,
+            "ratio_sp_over_train": sp_s / train_s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=int, default=3)
+    parser.add_argument("--size-mb", type=float, default=88.0, help="one model's float32 MB "
+                        "(88: all-MiniLM-L6-v2's size)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="outputs/bench/merge.json")
+    parser.add_argument("--peak-child", nargs=3, metavar=("METHOD", "N", "MB"))
+    args = parser.parse_args()
+    if args.peak_child:
+        method, n, mb = args.peak_child
+        print(json.dumps(_peak_child(method, int(n), float(mb))))
+        return 0
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    started = time.perf_counter()
+    speed = bench_speed(args.models, args.size_mb, args.repeats)
+    memory = []
+    for method in METHODS:
+        proc = subprocess.run([sys.executable, __file__, "--peak-child", method,
+                               str(args.models), str(args.size_mb)], capture_output=True,
+                              text=True, check=True)
+        memory.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    sp = bench_self_positioning(max(5, args.repeats))
+    load = os.getloadavg()[0]
+    result = {"speed": speed, "memory": memory, "self_positioning": sp,
+              "models": args.models, "size_mb": args.size_mb, "load_average_1min": load,
+              "wall_s": time.perf_counter() - started, "threads": torch.get_num_threads()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"| method | torch.add s | merge s | ratio (add/merge) | peak MB | peak / model "
+          f"(limit {args.models + 2}) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    peaks = {m["method"]: m for m in memory}
+    for s in speed:
+        m = peaks.get(s["method"])
+        mem = f"{m['peak_mb']:.0f} | {m['peak_models']:.2f}" if m else "- | -"
+        print(f"| {s['method']} | {s['baseline_s']:.3f} | {s['method_s']:.3f} | "
+              f"{s['ratio']:.2f} | {mem} |")
+    print(f"\nSelf Positioning step {sp['sp_step_s'] * 1000:.1f} ms vs training step "
+          f"{sp['train_step_s'] * 1000:.1f} ms ({sp['parameters']:,} parameters, batch "
+          f"{sp['batch']}, 3 models): ratio {sp['ratio_sp_over_train']:.2f}")
+    print(f"load average {load:.1f}; wall {result['wall_s']:.0f} s; written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
