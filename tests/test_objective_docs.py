@@ -33,7 +33,8 @@ def test_docstring_has_every_section(name: str) -> None:
     assert not missing, f"{cls.__qualname__} docstring lacks {missing}"
     # inputs name the keyword tensors with a shape; outputs name a *_loss key
     inputs = doc.split("Inputs:")[1].split("Returns:")[0]
-    assert re.search(r"``\w+_features``\s*\(", inputs), inputs
+    # (embedding objectives read *_features; the causal-LM objective reads lm_logits)
+    assert re.search(r"``\w+_(features|logits)``\s*\(", inputs), inputs
     assert "_loss" in doc.split("Returns:")[1].split("Defaults:")[0]
     # one objective per file: its module registers no other objective
     module = cls.__module__

@@ -23,8 +23,7 @@ class NextTokenObjective(Objective):
 
     Inputs:
         ``lm_logits`` (N, L, V), ``lm_labels`` (N, L) token ids, ``-100`` where ignored.
-        Unlike the embedding objectives it reads no ``*_features`` (N, d) tensors: the
-        ``causal_lm`` task hands it the tower's next-token logits.
+        The ``causal_lm`` task hands it the tower's next-token logits (no embeddings).
 
     Returns:
         ``{"lm_loss": L}`` (times ``weight``).
