@@ -49,28 +49,45 @@ SCORERS = ("ratio", "partial_ratio", "token_sort_ratio", "token_set_ratio", "QRa
 
 class NgramIndex:
     """Inverted index of padded character n-grams over processed strings (module
-    docstring): ``candidates(text, m)`` gives the ``m`` best positions by n-gram Jaccard."""
+    docstring): ``candidates(text, m)`` gives the ``m`` best positions by n-gram Jaccard.
 
-    def __init__(self, texts: Sequence[str], n: int = 3) -> None:
-        if n < 1:
-            raise ValueError(f"NgramIndex: n must be >= 1, got {n}")
+    Built with array operations (``n <= 3``: each n-gram packed into one int64 of 21-bit
+    code points; one stable sort of the (gram, document) pairs). A query n-gram present in more than ``max_df`` of the documents (and in more
+    than 5,000) is skipped when at least two rarer ones exist: it proposes nearly
+    everything and costs the most."""
+
+    def __init__(self, texts: Sequence[str], n: int = 3, max_df: float = 0.05) -> None:
+        if not 1 <= n <= 3:
+            raise ValueError(f"NgramIndex: n must be 1, 2 or 3, got {n}")
         self.n = int(n)
-        vocab: dict[str, int] = {}
-        rows: list[int] = []
-        grams: list[int] = []
-        sizes = np.zeros(len(texts), dtype=np.int32)
-        for i, text in enumerate(texts):
-            g = {vocab.setdefault(x, len(vocab)) for x in self.grams(text)}
-            sizes[i] = len(g)
-            grams.extend(g)
-            rows.extend([i] * len(g))
-        gram_arr = np.asarray(grams, dtype=np.int64)
-        order = np.argsort(gram_arr, kind="stable")
-        self.postings = np.asarray(rows, dtype=np.int32)[order]
-        self.indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(gram_arr, minlength=len(vocab)), out=self.indptr[1:])
-        self.vocab = vocab
-        self.sizes = sizes
+        self.max_df = float(max_df)
+        padded = [f" {t} " for t in texts]
+        lens = np.fromiter((len(t) for t in padded), dtype=np.int64, count=len(padded))
+        cps = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        offsets = np.zeros(len(padded) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        per_doc = np.maximum(lens - self.n + 1, 1)
+        doc = np.repeat(np.arange(len(padded), dtype=np.int64), per_doc)
+        first = np.repeat(offsets[:-1], per_doc)
+        pos = first + (np.arange(len(doc), dtype=np.int64) - np.repeat(offsets_of(per_doc), per_doc))
+        codes = np.zeros(len(doc), dtype=np.int64)
+        for j in range(self.n):
+            take = np.minimum(pos + j, np.repeat(offsets[1:] - 1, per_doc))
+            valid = pos + j < np.repeat(offsets[1:], per_doc)
+            codes = (codes << 21) | np.where(valid, cps[take] + 1, 0)
+        # one stable sort by code: documents stay ascending within a gram, so duplicate
+        # (gram, document) pairs are adjacent
+        order = np.argsort(codes, kind="stable")
+        codes, d = codes[order], doc[order]
+        keep = np.ones(len(codes), dtype=bool)
+        keep[1:] = (codes[1:] != codes[:-1]) | (d[1:] != d[:-1])
+        codes, d = codes[keep], d[keep]
+        new = np.ones(len(codes), dtype=bool)
+        new[1:] = codes[1:] != codes[:-1]
+        self.codes = codes[new]
+        self.postings = d.astype(np.int32)
+        self.indptr = np.append(np.flatnonzero(new), len(codes)).astype(np.int64)
+        self.sizes = np.bincount(d, minlength=len(padded)).astype(np.int32)
 
     def grams(self, text: str) -> list[str]:
         padded = f" {text} "
@@ -78,23 +95,45 @@ class NgramIndex:
             return [padded]
         return [padded[i:i + self.n] for i in range(len(padded) - self.n + 1)]
 
+    def _code(self, gram: str) -> int:
+        code = 0
+        for j in range(self.n):
+            code = (code << 21) | ((ord(gram[j]) + 1) if j < len(gram) else 0)
+        return code
+
     def __len__(self) -> int:
         return len(self.sizes)
 
     def candidates(self, text: str, m: int) -> np.ndarray:
         """Positions of the (at most) ``m`` documents with the highest n-gram Jaccard with
         ``text`` that share at least one n-gram, best first."""
-        ids = sorted({self.vocab[g] for g in self.grams(text) if g in self.vocab})
-        if not ids:
+        want = np.array(sorted({self._code(g) for g in self.grams(text)}), dtype=np.int64)
+        if not len(self.codes):
             return np.empty(0, dtype=np.int64)
-        hits = np.concatenate([self.postings[self.indptr[g]:self.indptr[g + 1]] for g in ids])
-        docs, shared = np.unique(hits, return_counts=True)
-        nq = len(set(self.grams(text)))
-        jac = shared / (nq + self.sizes[docs] - shared)
+        at = np.searchsorted(self.codes, want)
+        ok = (at < len(self.codes)) & (self.codes[np.minimum(at, len(self.codes) - 1)] == want)
+        at = at[ok]
+        if not len(at):
+            return np.empty(0, dtype=np.int64)
+        df = self.indptr[at + 1] - self.indptr[at]
+        rare = at[df <= max(self.max_df * len(self.sizes), 5000)]
+        use = rare if len(rare) >= 2 else at[np.argsort(df, kind="stable")[:max(2, len(rare))]]
+        hits = np.concatenate([self.postings[self.indptr[g]:self.indptr[g + 1]] for g in use])
+        counts = np.bincount(hits, minlength=len(self.sizes))
+        docs = np.flatnonzero(counts)
+        shared = counts[docs]
+        jac = shared / (len(want) + self.sizes[docs] - shared)
         if len(docs) > m:
             top = np.argpartition(-jac, m - 1)[:m]
             docs, jac = docs[top], jac[top]
         return docs[np.argsort(-jac, kind="stable")].astype(np.int64)
+
+
+def offsets_of(counts: np.ndarray) -> np.ndarray:
+    """Exclusive prefix sums of ``counts`` (where each group's run starts)."""
+    out = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=out[1:])
+    return out
 
 
 @register_route("fuzzy")

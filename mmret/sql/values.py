@@ -20,7 +20,10 @@ Routes (``route=``; each a :class:`~mmret.retrieval.base.Retriever` built by
 
 Caching: a column's distinct values and its built route are cached per
 ``(table, column)``; the cache entry records the database file's ``(mtime_ns, size)``
-and is rebuilt when the file changes.
+and is rebuilt when the file changes. Once a text column is cached, ``=``/``IN`` existence
+of a string literal is answered from the cached values (Python string equality, i.e.
+SQLite's default BINARY collation) instead of a query that would scan an unindexed
+column; everything else is a parameterised query.
 
 A condition on a column with no values, an unresolved column (``table`` None), a
 negative operator (``!=``, ``NOT IN``, ``NOT LIKE``) or a comparison (``<``...) is not
@@ -157,6 +160,7 @@ class ValueRetriever:
         self.max_values = int(max_values)
         self._towers = towers
         self._cache: dict[tuple[str, str], tuple[tuple[int, int], list[Any], Any]] = {}
+        self._sets: dict[tuple[str, str], frozenset[str] | None] = {}
         self.builds = 0  # how many (re)builds happened (tests read it)
 
     # ------------------------------------------------------------------ building
@@ -193,7 +197,18 @@ class ValueRetriever:
             route = build_pipeline(self._config_for(len(docs)), docs)
         self.builds += 1
         self._cache[key] = (stamp, values, route)
+        self._sets[key] = frozenset(values) if all(isinstance(v, str) for v in values) else None
         return values, route
+
+    def _known(self, table: str, column: str, value: Any) -> bool | None:
+        """Is ``value`` a cell of a cached, unchanged all-text column (None: not known)."""
+        key = (table.lower(), column.lower())
+        hit = self._cache.get(key)
+        values = self._sets.get(key)
+        if hit is None or values is None or not isinstance(value, str) or \
+                hit[0] != self.db.stamp():
+            return None
+        return value in values
 
     def values(self, table: str, column: str) -> list[Any]:
         """The cached distinct values of ``table.column``."""
@@ -216,7 +231,11 @@ class ValueRetriever:
                 or condition.operator not in _CHECKED_OPS):
             return ValueCheck(condition, checked=False, matched=True)
         op = "=" if condition.operator == "IN" else condition.operator
-        if self.db.matches(condition.table, condition.column, op, condition.value):
+        known = self._known(condition.table, condition.column, condition.value) \
+            if op == "=" else None
+        if known is None:
+            known = self.db.matches(condition.table, condition.column, op, condition.value)
+        if known:
             return ValueCheck(condition, checked=True, matched=True)
         text = str(condition.value)
         if op in ("LIKE", "GLOB"):
