@@ -297,3 +297,24 @@ def test_causal_lm_task_learns(tok_dir) -> None:
         opt.step()
     with torch.no_grad():
         assert float(objective(**task(model, batch))["lm_loss"]) < 0.7 * start
+
+
+def test_init_from_a_tied_gpt2_checkpoint_loads_every_weight(tok_dir, tmp_path) -> None:
+    """safetensors writes GPT-2's tied lm_head / wte once; init_from counts the other name
+    as loaded and the new tower gets the trained values (both names)."""
+    from mmret.engine.checkpoint import save_checkpoint
+    from mmret.engine.stages import init_from_checkpoint
+
+    cfg = {"model_type": "gpt2", "vocab_size": VOCAB, **FAMILIES["gpt2"]}
+    torch.manual_seed(0)
+    trained = mmret.create_towers("decoder-llm", config=cfg, tokenizer=tok_dir).model
+    with torch.no_grad():
+        trained.lm.get_input_embeddings().weight.add_(1.0)
+    save_checkpoint(tmp_path / "c", trained, None, {"step": 1})
+    torch.manual_seed(1)
+    fresh = mmret.create_towers("decoder-llm", config=cfg, tokenizer=tok_dir).model
+    report = init_from_checkpoint(fresh, torch.nn.Module(), tmp_path / "c" / "last", [])
+    assert report["new"] == []
+    want = trained.lm.get_input_embeddings().weight
+    assert torch.equal(fresh.lm.get_input_embeddings().weight, want)
+    assert torch.equal(fresh.lm_head().weight, want)

@@ -34,6 +34,20 @@ def resolve_resume(resume: Any, run_dir: Path) -> Path | None:
     return ckpt.resolve_checkpoint_dir(absolute_path(str(resume)))
 
 
+def _tied_to_saved(own: dict, saved: dict) -> set[str]:
+    """Keys of ``own`` missing from ``saved`` whose tensor is shared with a saved key
+    (safetensors writes tied weights, e.g. a causal LM's ``lm_head`` and input embeddings,
+    once): loading the saved name fills them too."""
+    by_storage: dict[int, list[str]] = {}
+    for key, value in own.items():
+        by_storage.setdefault(value.data_ptr(), []).append(key)
+    out: set[str] = set()
+    for keys in by_storage.values():
+        if len(keys) > 1 and any(k in saved for k in keys):
+            out |= {k for k in keys if k not in saved}
+    return out
+
+
 def init_from_checkpoint(
     model: torch.nn.Module, task: torch.nn.Module, path: str | Path, allow_new: list[str]
 ) -> dict[str, list[str]]:
@@ -53,8 +67,12 @@ def init_from_checkpoint(
                                  ("task", task, ckpt.TASK_FILE)):
         saved = load_file(str(directory / file)) if (directory / file).is_file() else {}
         own = module.state_dict()
+        tied = _tied_to_saved(own, saved)
         for key, value in own.items():
             full = f"{prefix}.{key}"
+            if key in tied:  # one tensor under two names, saved once (a tied LM head)
+                report["loaded"].append(full)
+                continue
             if key not in saved:
                 report["new"].append(full)
                 continue
