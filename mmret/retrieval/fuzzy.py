@@ -52,11 +52,11 @@ class NgramIndex:
     docstring): ``candidates(text, m)`` gives the ``m`` best positions by n-gram Jaccard.
 
     Built with array operations (``n <= 3``: each n-gram packed into one int64 of 21-bit
-    code points; one stable sort of the (gram, document) pairs). A query n-gram present in more than ``max_df`` of the documents (and in more
-    than 5,000) is skipped when at least two rarer ones exist: it proposes nearly
-    everything and costs the most."""
+    code points; one stable sort of the (gram, document) pairs). A query n-gram present
+    in more than ``max_df`` of the documents (and in more than 2,000) is skipped when at
+    least two rarer ones exist: it proposes nearly everything and costs the most."""
 
-    def __init__(self, texts: Sequence[str], n: int = 3, max_df: float = 0.05) -> None:
+    def __init__(self, texts: Sequence[str], n: int = 3, max_df: float = 0.01) -> None:
         if not 1 <= n <= 3:
             raise ValueError(f"NgramIndex: n must be 1, 2 or 3, got {n}")
         self.n = int(n)
@@ -116,7 +116,7 @@ class NgramIndex:
         if not len(at):
             return np.empty(0, dtype=np.int64)
         df = self.indptr[at + 1] - self.indptr[at]
-        rare = at[df <= max(self.max_df * len(self.sizes), 5000)]
+        rare = at[df <= max(self.max_df * len(self.sizes), 2000)]
         use = rare if len(rare) >= 2 else at[np.argsort(df, kind="stable")[:max(2, len(rare))]]
         hits = np.concatenate([self.postings[self.indptr[g]:self.indptr[g + 1]] for g in use])
         counts = np.bincount(hits, minlength=len(self.sizes))
@@ -150,6 +150,8 @@ class FuzzyRoute:
         index_min: ``"auto"`` builds the index from this many documents on.
         ngram: n of the candidate index.
         candidates: documents scored per query in index mode.
+        max_df: index mode skips query n-grams in more than this fraction of the
+            documents (and more than 2,000 of them) when two rarer ones exist.
         score_cutoff: hits must score strictly above it.
         template: ``"{text}"`` or ``"{title}"`` (which field is matched).
     """
@@ -158,7 +160,7 @@ class FuzzyRoute:
                  scorer: str = "WRatio", processor: str | None = "default",
                  index: bool | str = "auto", index_min: int = 50_000, ngram: int = 3,
                  candidates: int = 256, score_cutoff: float = 0.0,
-                 template: str = "{text}") -> None:
+                 template: str = "{text}", max_df: float = 0.01) -> None:
         rf = require("rapidfuzz", "sql", "the fuzzy route (rapidfuzz)")
         if scorer not in SCORERS:
             raise ValueError(f"fuzzy route {name!r}: scorer must be one of {SCORERS}, "
@@ -186,7 +188,7 @@ class FuzzyRoute:
         self.score_cutoff = float(score_cutoff)
         self.n_candidates = int(candidates)
         use_index = index is True or (index == "auto" and len(self._texts) >= int(index_min))
-        self.index = NgramIndex(self._texts, ngram) if use_index else None
+        self.index = NgramIndex(self._texts, ngram, max_df) if use_index else None
 
     def __len__(self) -> int:
         return len(self.documents)

