@@ -187,9 +187,19 @@ def test_cli_on_checkpoints(tok_dir, tmp_path, capsys) -> None:
     main(["--embedder", str(tmp_path / "emb" / "last"), "--base", str(tmp_path / "base" / "last"),
           "--texts", str(texts), "--out", str(out)])
     report = json.loads((out / "key_tokens.json").read_text())
-    assert set(report["models"]) == {"base", "embedder"}
+    assert set(report["models"]) == {"base", "embedder", "frequency baseline"}
     assert len(report["spectral"]["variation"]) == 7  # min(N texts, d) components
     assert (out / "key_tokens.md").read_text().startswith("# Key tokens")
     with pytest.raises(SystemExit):
         main(["--embedder", str(tmp_path / "missing"), "--texts", str(texts), "--out", str(out)])
     assert "mmret-key-tokens: error:" in capsys.readouterr().err
+
+
+def test_frequency_baseline_by_hand() -> None:
+    from mmret.analysis.key_tokens import frequency_baseline
+
+    # id 7 is in all three texts, 3 in two, the rest once: top-2 = [7, 3] (ties by id)
+    ids = [[7, 3, 1], [7, 3, 2], [7, 9]]
+    m = frequency_baseline(ids, k=2)
+    assert m == key_token_metrics([[7, 3]] * 3, ids, k=2)
+    assert m["hit@2"] == 1.0 and m["global"] == pytest.approx(2 / 5)

@@ -53,6 +53,7 @@ __all__ = [
     "component_contribution",
     "decode_top_k",
     "first_component_change",
+    "frequency_baseline",
     "head_of_causal_lm",
     "head_of_decoder",
     "head_of_masked_lm",
@@ -253,6 +254,18 @@ def key_token_metrics(top_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequ
     n = len(hits)
     return {f"hit@{k}": sum(hits) / n, "local": sum(local) / n,
             "global": len(aligned) / len(vocab), "texts": n}
+
+
+def frequency_baseline(token_ids: Sequence[Sequence[int]], k: int = 10) -> dict[str, float]:
+    """The §3.2 metrics of a constant decoder: every text "decodes" to the ``k`` ids most
+    frequent over the texts (by number of texts containing them; ties by id). A model's
+    hit@10 means something only above this."""
+    counts: dict[int, int] = {}
+    for ids in token_ids:
+        for t in set(ids):
+            counts[t] = counts.get(t, 0) + 1
+    top = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+    return key_token_metrics([top] * len(token_ids), token_ids, k)
 
 
 # ----------------------------------------------------------------------------- §3.3

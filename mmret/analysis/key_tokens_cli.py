@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   **rep.metrics}
     result["rows"] = md_rows
     result["tokenizer_vocab"] = len(tokenizer)
+    result["models"]["frequency baseline"] = {
+        "head": f"the {args.k} ids most frequent over the texts, for every text",
+        "approximation": False,
+        **kt.frequency_baseline(kt.text_token_ids(tokenizer, texts, args.drop_special), args.k)}
     if args.retrieval != "none":
         from mmret.retrieval.datasets import sts12_retrieval, stsb_retrieval
 
