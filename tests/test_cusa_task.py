@@ -128,7 +128,7 @@ def test_itr_cusa_trains_from_the_composed_config_with_cached_teachers(
         k.endswith("cross_image_head.proj.weight") for k in objective_keys)
     assert out["trainer"].task.state_dict() == {}
     # the CUSA temperatures are logged (the trainer's temperature_values hook)
-    stats = out["trainer"]._temperature_stats()
+    stats = out["trainer"].temperature_stats()
     assert any(k.endswith("csa_temperature") for k in stats), stats
 
 

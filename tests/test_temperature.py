@@ -152,7 +152,7 @@ def test_trainer_logs_what_the_objective_reports() -> None:
     trainer = Trainer.__new__(Trainer)  # only the two attributes the method reads
     trainer.model = model
     trainer.objective = create_objective({"clip": 1.0, "one_to_k": {"num_langs": 1}})
-    assert trainer._temperature_stats() == pytest.approx(
+    assert trainer.temperature_stats() == pytest.approx(
         {"temperature/model": 0.07, "temperature/members.one_to_k.temperature": 0.07})
     trainer.objective = create_objective("one_to_k", num_langs=1)  # owns τ: no model entry
-    assert trainer._temperature_stats() == pytest.approx({"temperature/temperature": 0.07})
+    assert trainer.temperature_stats() == pytest.approx({"temperature/temperature": 0.07})

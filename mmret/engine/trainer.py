@@ -24,7 +24,6 @@ import random
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,18 +37,15 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from mmret.distributed import get_rank, get_world_size, is_distributed
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import ConfigError, Precision, TrainerConfig
-from mmret.engine.health import (
-    COLLAPSE_KIND,
-    COSINE_SUFFIX,
-    CollapseDetector,
-    TrainingCollapsed,
-    feature_cosines,
-)
+from mmret.engine.hooks import StepHook, TrainingInterrupted, default_hooks
 from mmret.engine.logging import MetricsLogger
 from mmret.engine.optim import build_optimizer, build_scheduler
 from mmret.engine.precision import autocast_context
 from mmret.engine.sampler import ResumableBatchSampler
 from mmret.tasks.base import Task, TaskContext
+
+__all__ = ["NonFiniteError", "Trainer", "TrainingInterrupted", "move_to", "nonfinite_terms",
+           "seed_worker"]
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
@@ -67,21 +63,6 @@ def seed_worker(worker_id: int) -> None:
 
 class NonFiniteError(FloatingPointError):
     """A loss term, a feature tensor or the gradient norm became NaN/Inf."""
-
-
-class TrainingInterrupted(SystemExit):
-    """SIGTERM/SIGINT: the trainer saved a checkpoint at the end of the step and stops
-    (exit status 128 + signal number)."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-        self.step = step
-        self.checkpoint = checkpoint
-
-    def __str__(self) -> str:
-        return (f"training interrupted by {signal.Signals(self.signum).name} after step "
-                f"{self.step}; checkpoint: {self.checkpoint}")
 
 
 def nonfinite_terms(losses: dict[str, torch.Tensor], inputs: dict[str, Any]) -> list[str]:
@@ -123,6 +104,9 @@ class Trainer:
         device: where to train.
         freeze: module paths that do not train (``model.visual``, ``task.fusion``, ...):
             their parameters get ``requires_grad=False`` and the modules stay in eval mode.
+        hooks: the run's :class:`~mmret.engine.hooks.StepHook` s (default:
+            :func:`~mmret.engine.hooks.default_hooks` of ``cfg`` and ``logger``: the log,
+            the collapse check, the periodic evaluation, ``extra_hooks``, the checkpoint).
     """
 
     def __init__(
@@ -138,6 +122,8 @@ class Trainer:
         evaluator: Evaluator | None = None,
         device: torch.device | str = "cpu",
         freeze: list[str] | tuple[str, ...] = (),
+        hooks: list[StepHook] | None = None,
+        extra_hooks: list[StepHook] | tuple[StepHook, ...] = (),
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
@@ -167,6 +153,7 @@ class Trainer:
         )
         use_scaler = cfg.precision == Precision.fp16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.autocast = autocast_context(self.device, cfg.precision)  # re-entered per forward
         self.train_model: nn.Module = self.model
         if is_distributed():
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -196,10 +183,8 @@ class Trainer:
         self.nonfinite_skips = 0
         self.stop_signal: int | None = None
         self._last_inputs: dict[str, Any] = {}
-        # representation-collapse check (mmret.engine.health; trainer.on_collapse)
-        self.collapse: CollapseDetector | None = None if cfg.on_collapse == "off" else (
-            CollapseDetector(cfg.collapse_window, cfg.collapse_max_cosine,
-                             cfg.collapse_grad_norm, cfg.collapse_loss_tolerance, peak_lr=cfg.lr))
+        self.hooks: list[StepHook] = [
+            *(default_hooks(cfg, logger, extra_hooks) if hooks is None else hooks)]
 
     # ------------------------------------------------------------------ freezing
 
@@ -325,7 +310,7 @@ class Trainer:
         )
 
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        with autocast_context(self.device, self.cfg.precision):
+        with self.autocast:
             inputs = self.task(self.train_model, batch)
         self._last_inputs = inputs
         losses = self.objective(**inputs)
@@ -370,7 +355,7 @@ class Trainer:
         dist.all_reduce(tensor)
         return {k: float(v) / self.world_size for k, v in zip(keys, tensor.tolist(), strict=True)}
 
-    def _temperature_stats(self) -> dict[str, float]:
+    def temperature_stats(self) -> dict[str, float]:
         """``{"temperature/<name>": τ}``: what the objective reports
         (:meth:`mmret.objectives.Objective.temperatures`): its own temperatures and, when it
         reads the model's ``logit_scale``, the model's as ``temperature/model``."""
@@ -384,17 +369,10 @@ class Trainer:
         cfg = self.cfg
         self._set_train_mode()
         self.task.on_fit_start(self.context())
-        progress = None
-        if self.is_main and (self.logger is None or self.logger.cfg.progress_bar):
-            from tqdm.auto import tqdm
-
-            progress = tqdm(
-                total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True
-            )
+        for hook in self.hooks:
+            hook.on_fit_start(self)
         sums: dict[str, float] = {}
         micro = 0
-        tic = time.perf_counter()
-        steps_since_tic = 0
         self.optimizer.zero_grad(set_to_none=True)
         signals = self._graceful_signals()
         signals.__enter__()
@@ -418,8 +396,9 @@ class Trainer:
                     for key, value in losses.items():
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                    for key, value in self._health_stats().items():
-                        sums[key] = sums.get(key, 0.0) + value
+                    for hook in self.hooks:
+                        for key, value in hook.micro_batch_stats(self, self._last_inputs).items():
+                            sums[key] = sums.get(key, 0.0) + value
                     micro += 1
                     if not last_micro:
                         continue
@@ -431,7 +410,6 @@ class Trainer:
                         continue
                     self.step += 1
                     self.task.after_step(self.context())
-                    steps_since_tic += 1
                     micro = 0
                     record = self._reduce_mean(
                         {k: v / cfg.grad_accum_steps for k, v in sums.items()}
@@ -441,34 +419,8 @@ class Trainer:
                     record["grad_norm"] = grad_norm
                     record["epoch"] = self.epoch
                     self.history.append({"step": self.step, **record})
-                    if progress is not None:
-                        progress.update(1)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                        elapsed = time.perf_counter() - tic
-                        rate = steps_since_tic / elapsed if elapsed > 0 else math.nan
-                        tic, steps_since_tic = time.perf_counter(), 0
-                        if self.logger is not None:
-                            self.logger.log(
-                                {**record, **self._temperature_stats(), "steps_per_s": rate},
-                                self.step,
-                            )
-                        if progress is not None:
-                            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}",
-                                                 it_s=f"{rate:.2f}")
-                    self._check_collapse(record)
-                    due = cfg.eval_every and self.step % cfg.eval_every == 0
-                    if due and self.step < cfg.max_steps:
-                        self.run_evaluation()
-                    saved = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
-                        self.step == cfg.max_steps
-                    )
-                    if saved:
-                        self.save_checkpoint()
-                    if self._any_rank(self.stop_signal is not None):
-                        path = None if not saved else self.run_dir / "checkpoints" / ckpt.LAST
-                        path = path or self.save_checkpoint()
-                        raise TrainingInterrupted(self.stop_signal or signal.SIGTERM,
-                                                  self.step, path)
+                    for hook in self.hooks:
+                        hook.after_step(self, record)
                     if self.step >= cfg.max_steps:
                         break
                 else:
@@ -476,47 +428,15 @@ class Trainer:
                     self.batch_in_epoch = 0
         finally:
             signals.__exit__(None, None, None)
-            if progress is not None:
-                progress.close()
+            for hook in self.hooks:
+                hook.on_fit_end(self)
         return self.history
 
     # ------------------------------------------------------------------ faults
 
-    def _health_stats(self) -> dict[str, float]:
-        """This micro-batch's collapse signals (summed into the step's record like the
-        losses, so ranks agree): the mean pairwise cosine of each ``*_features`` input and
-        the objective's declared chance loss (``chance_loss_value``)."""
-        if self.collapse is None:
-            return {}
-        stats = feature_cosines(self._last_inputs)
-        chance = getattr(self.objective, "chance_loss", None)
-        value = chance(**self._last_inputs) if callable(chance) else None
-        if value is not None:
-            stats["chance_loss_value"] = float(value)
-        return stats
-
-    def _check_collapse(self, record: dict[str, float]) -> None:
-        """Feed the step's record to the collapse detector; on its (single) event warn,
-        log a ``collapse`` record and, with ``trainer.on_collapse=stop``, raise
-        :class:`~mmret.engine.health.TrainingCollapsed` (the last checkpoint is left as
-        it was)."""
-        if self.collapse is None:
-            return
-        cosines = {k: v for k, v in record.items() if k.endswith(COSINE_SUFFIX)}
-        event = self.collapse.update(self.step, record["loss"], record["grad_norm"],
-                                     record.get("chance_loss_value"), cosines, record["lr"])
-        if event is None:
-            return
-        stop = self.cfg.on_collapse == "stop"
-        message = event.message(stopping=stop)
-        if self.logger is not None:
-            self.logger.log(event.record(), self.step, kind=COLLAPSE_KIND)
-        if stop:
-            raise TrainingCollapsed(
-                f"{message} Training stopped at step {self.step} (trainer.on_collapse=stop); "
-                "the last checkpoint was left as it was")
-        if self.is_main:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+    def stop_requested(self) -> bool:
+        """Whether SIGTERM/SIGINT reached any rank (:meth:`_graceful_signals`)."""
+        return self._any_rank(self.stop_signal is not None)
 
     def _any_rank(self, flag: bool) -> bool:
         """``flag`` on any rank (one tiny all-reduce when distributed)."""
@@ -547,8 +467,8 @@ class Trainer:
         if self.is_main:
             print(f"warning: skipped step {step}: {what} ({self.nonfinite_skips} skipped so "
                   "far)", file=sys.stderr, flush=True)
-        if self.logger is not None:
-            self.logger.log({"skipped_steps": self.nonfinite_skips}, step, kind="nonfinite")
+        for hook in self.hooks:
+            hook.on_skipped_step(self, step)
         if self.nonfinite_skips > self.cfg.max_nonfinite_skips:
             raise NonFiniteError(
                 f"{what}: more than trainer.max_nonfinite_skips="
