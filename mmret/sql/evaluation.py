@@ -251,7 +251,7 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
         ax.set_xticklabels(kinds, rotation=30, ha="right")
         ax.set_title(title)
         ax.set_ylim(0, 1.05)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
