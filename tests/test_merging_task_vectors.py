@@ -52,3 +52,21 @@ def test_refusals_name_model_and_tensor():
     same = weights("d", 0)
     with pytest.raises(MergeError, match="nothing to merge"):
         task_vectors(base, [same], check_origin=False)
+
+
+def test_read_safetensors_equals_safetensors_and_refuses_a_truncated_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from mmret.checkpoint import CheckpointError
+    from mmret.merging.checkpoint import read_safetensors
+
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5), "c": torch.randn(2).half(),
+               "d": torch.zeros(0), "e": torch.tensor(True)}
+    save_file(tensors, str(tmp_path / "x.safetensors"))
+    ours, ref = read_safetensors(tmp_path / "x.safetensors"), load_file(str(tmp_path / "x.safetensors"))
+    assert ours.keys() == ref.keys()
+    assert all(ours[k].dtype == ref[k].dtype and torch.equal(ours[k], ref[k]) for k in ref)
+    data = (tmp_path / "x.safetensors").read_bytes()
+    (tmp_path / "y.safetensors").write_bytes(data[:-6])
+    with pytest.raises(CheckpointError, match="y.safetensors: unreadable safetensors file"):
+        read_safetensors(tmp_path / "y.safetensors")

@@ -96,15 +96,47 @@ def tensors_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, each read straight into its own buffer (no
+    memory map: only the tensors themselves occupy memory while a merge loads N files).
+    Raises :class:`CheckpointError` for a damaged header or a truncated file."""
+    try:
+        with open(file, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size < 100_000_000:
+                raise ValueError(f"header size {size}")
+            header = json.loads(handle.read(size))
+            start = 8 + size
+            out: dict[str, torch.Tensor] = {}
+            entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                             key=lambda kv: kv[1]["data_offsets"][0])
+            for key, info in entries:
+                begin, end = info["data_offsets"]
+                tensor = torch.empty(info["shape"], dtype=_DTYPES[info["dtype"]])
+                buffer = tensor.view(-1).view(torch.uint8).numpy() if tensor.numel() else None
+                if buffer is not None and buffer.nbytes != end - begin:
+                    raise ValueError(f"tensor {key!r}: {end - begin} bytes for shape "
+                                     f"{info['shape']} {info['dtype']}")
+                handle.seek(start + begin)
+                if buffer is not None and handle.readinto(memoryview(buffer)) != end - begin:
+                    raise ValueError(f"tensor {key!r} is truncated")
+                out[key] = tensor
+            return out
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise CheckpointError(f"{file}: unreadable safetensors file ({exc})") from None
+
+
 def _read_group_file(directory: Path, file_name: str) -> dict[str, torch.Tensor]:
     file = directory / file_name
     if not file.is_file():
         return {}
     verify_checkpoint(directory, [file_name])
-    try:
-        return load_file(str(file))
-    except Exception as exc:  # safetensors' own error for a damaged header
-        raise CheckpointError(f"{file}: unreadable safetensors file ({exc})") from None
+    return read_safetensors(file)
 
 
 def read_model_weights(path: str | os.PathLike, name: str | None = None) -> ModelWeights:
