@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             scan = measure(db, "fuzzy, full scan (baseline)", index_min=10 ** 12,
                            queries=queries[:args.scan_queries])
     return {"n": args.n, "queries": len(queries), "seed": args.seed, "data_s": round(gen_s, 1),
+            "wall_s": round(time.perf_counter() - t0, 1),
             "machine": args.machine, "python": platform.python_version(),
             "load_avg": round(os.getloadavg()[0], 2),
             "speedup_median": round(scan["lookup_ms_median"] / index["lookup_ms_median"], 1),
@@ -124,7 +125,8 @@ def markdown(report: dict[str, Any], title: str) -> str:
              "`python tools/bench/bench_sql_values.py` "
              f"(n={report['n']:,}, {report['queries']} queries, the first "
              f"{report['results'][1]['queries']} for the scan; seed {report['seed']}; "
-             f"{report['machine']}, load average {report['load_avg']} at the end).", "",
+             f"{report['machine']}, load average {report['load_avg']} at the end; "
+             f"{report['wall_s']} s wall in all, data generation {report['data_s']} s).", "",
              f"One column of {report['n']:,} distinct street addresses; each query is a cell "
              "with one typo, so `street = '<typo>'` matches no row and the value retriever "
              "ranks the column's values (rapidfuzz WRatio, top 5). *build*: SELECT DISTINCT "
