@@ -133,11 +133,15 @@ def _sum_by_doc(indices: list[np.ndarray], values: list[np.ndarray]
     q, m = doc.shape
     if m == 0:
         return doc, val
-    big = np.iinfo(np.int64).max
-    key = np.where(doc >= 0, doc, big)
-    order = np.argsort(key, axis=1, kind="stable")
-    key = np.take_along_axis(key, order, axis=1)
+    # key = doc * m + column: unique per row, so an unstable (faster) sort keeps the run
+    # order within a document; padding sorts last
+    col = np.arange(m, dtype=np.int64)
+    pad_key = (int(doc.max(initial=0)) + 1) * m
+    key = np.where(doc >= 0, doc * m + col, pad_key + col)
+    order = np.argsort(key, axis=1)
+    key = np.take_along_axis(key, order, axis=1) // m
     val = np.take_along_axis(val, order, axis=1)
+    big = pad_key // m
     first = np.ones_like(key, dtype=bool)
     first[:, 1:] = key[:, 1:] != key[:, :-1]
     flat_first = np.flatnonzero(first.ravel())
@@ -239,10 +243,12 @@ def concat_dedup(runs: Sequence[Run], content: Mapping[str, str] | Callable[[str
     val = np.concatenate(scores, axis=1).astype(np.float64)
     q, m = doc.shape
     if m:
-        big = np.iinfo(np.int64).max
-        key = np.where(doc >= 0, group[np.maximum(doc, 0)], big)
-        order = np.argsort(key, axis=1, kind="stable")  # stable: concatenation order kept
-        skey = np.take_along_axis(key, order, axis=1)
+        # key = content group * m + column: unique, so the sort keeps concatenation order
+        col = np.arange(m, dtype=np.int64)
+        pad_key = (int(group.max(initial=0)) + 1) * m
+        key = np.where(doc >= 0, group[np.maximum(doc, 0)] * m + col, pad_key + col)
+        order = np.argsort(key, axis=1)
+        skey = np.take_along_axis(key, order, axis=1) // m
         dup_sorted = np.zeros_like(skey, dtype=bool)
         dup_sorted[:, 1:] = skey[:, 1:] == skey[:, :-1]
         dup = np.zeros_like(dup_sorted)
