@@ -50,6 +50,8 @@ CASES = [  # rule, wrong query, the correct query its fix must equal in results
      "SELECT id FROM orders WHERE amount = (SELECT MAX(amount) FROM orders)"),
     ("limit_ties", "SELECT amount FROM orders GROUP BY amount ORDER BY COUNT(*) ASC LIMIT 1",
      "SELECT amount FROM orders GROUP BY amount HAVING COUNT(*) = 1"),
+    ("limit_ties", "SELECT amount, COUNT(*) AS n FROM orders GROUP BY amount ORDER BY n LIMIT 1",
+     "SELECT amount, COUNT(*) AS n FROM orders GROUP BY amount HAVING COUNT(*) = 1"),
     ("count_distinct", "SELECT COUNT(c.id) FROM customer AS c JOIN orders AS o "
                        "ON o.customer_id = c.id WHERE o.amount > 5",
      "SELECT COUNT(DISTINCT c.id) FROM customer AS c JOIN orders AS o "

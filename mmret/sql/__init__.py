@@ -22,18 +22,28 @@ from mmret.sql.errors import (
     SQLParseError,
     UnsafeSQLError,
 )
+from mmret.sql.refine import LLMRefiner, RuleRefiner, refine
+from mmret.sql.rules import Finding, detect, register_rule
 from mmret.sql.schema import Schema
+from mmret.sql.values import ValueRetriever
 
 __all__ = [
     "Condition",
     "Database",
     "DatabaseError",
+    "Finding",
+    "LLMRefiner",
+    "RuleRefiner",
     "SQLError",
     "SQLParseError",
     "Schema",
     "SchemaError",
     "UnsafeSQLError",
+    "ValueRetriever",
     "check_read_only",
+    "detect",
     "extract_conditions",
+    "refine",
+    "register_rule",
     "rewrite",
 ]

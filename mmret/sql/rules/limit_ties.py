@@ -36,6 +36,11 @@ def limit_ties(ctx: RuleContext) -> list[Finding]:
             continue
         ordered = order.expressions[0]
         key = ordered.this
+        if isinstance(key, exp.Column) and not key.table:  # ORDER BY a projection alias
+            alias = next((p for p in select.expressions if isinstance(p, exp.Alias)
+                          and p.alias.lower() == key.name.lower()), None)
+            if alias is not None:
+                key = alias.this
         desc = bool(ordered.args.get("desc"))
         is_agg = isinstance(key, exp.AggFunc)
         probe = select.copy()

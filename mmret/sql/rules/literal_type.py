@@ -19,6 +19,7 @@ import re
 from datetime import datetime
 
 from mmret.sql.conditions import rewrite, sql_literal
+from mmret.sql.database import quote_identifier
 from mmret.sql.rules.base import Finding, RuleContext, register_rule
 
 NAME = "literal_type"
@@ -49,7 +50,8 @@ def parse_date(text: str) -> list[str]:
 
 
 def _iso_column(ctx: RuleContext, table: str, column: str) -> bool:
-    rows = ctx.run(f'SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL LIMIT 50')
+    rows = ctx.run(f"SELECT {quote_identifier(column)} FROM {quote_identifier(table)} "
+                   f"WHERE {quote_identifier(column)} IS NOT NULL LIMIT 50")
     if rows is None:
         return True  # no data: assume ISO, SQLite's documented date format
     return bool(rows) and all(isinstance(r[0], str) and ISO.match(r[0]) for r in rows)

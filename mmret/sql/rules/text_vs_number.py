@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from mmret.extras import require
 from mmret.sql.conditions import rewrite
+from mmret.sql.database import quote_identifier
 from mmret.sql.rules.base import Finding, RuleContext, register_rule
 
 NAME = "text_vs_number"
@@ -18,7 +19,8 @@ _ORDERING = ("<", "<=", ">", ">=", "BETWEEN", "NOT BETWEEN")
 
 
 def _numeric_text(ctx: RuleContext, table: str, column: str) -> bool:
-    rows = ctx.run(f'SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL LIMIT 200')
+    rows = ctx.run(f"SELECT {quote_identifier(column)} FROM {quote_identifier(table)} "
+                   f"WHERE {quote_identifier(column)} IS NOT NULL LIMIT 200")
     if not rows:
         return False
     try:
