@@ -45,8 +45,8 @@ def test_every_condition_resolved_with_exact_spans():
         ("concert.id", "=", 3, "where", None, None, 0),       # cid -> CTE -> concert.id
         ("concert.venue", "=", "bob", "where", "LOWER", None, 0),
     ]
-    for c in conds:  # the span is exactly the literal as written
-        assert SQL[c.start:c.end] == c.literal
+    for c in conds:  # the span holds exactly the literal: it re-reads as the value
+        assert SQL[c.start:c.end] == sql_literal(c.value) == c.literal
         if c.column_start >= 0:
             assert SQL[c.column_start:c.column_end].split(".")[-1] in (c.column, "ctry", "cid",
                                                                         "venue")
