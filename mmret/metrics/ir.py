@@ -63,8 +63,9 @@ DEFAULT_IR_METRICS: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@10", "recall
 _ALIASES = {"ndcg": "ndcg", "mrr": "mrr", "rr": "mrr", "recip_rank": "mrr", "recall": "recall",
             "r": "recall", "map": "map", "ap": "map", "precision": "precision", "p": "precision"}
 _NAME = re.compile(r"^([a-z_]+)(?:@(\d+))?$")
-#: gain lookups are done in blocks of at most this many (query, hit, relevant) comparisons
-_BLOCK = 1 << 24
+#: up to this many relevant documents per query, gains are found by one (Q, K) compare per
+#: relevant column; beyond, by a sorted-key search
+_COLUMN_LOOP = 32
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,22 @@ def qrels_gains(query_ids: Sequence[str], doc_ids: np.ndarray, indices: np.ndarr
     present = rows >= 0
     run_idx[present] = indices[rows[present]]
     gains = np.zeros((n, depth), dtype=np.float64)
-    step = max(1, _BLOCK // max(1, depth * rel_idx.shape[1]))
-    for s in range(0, n, step):  # gain = grade of the relevant doc equal to the hit, if any
-        block = run_idx[s:s + step, :, None] == rel_idx[s:s + step, None, :]
-        gains[s:s + step] = (block * rel_grade[s:s + step, None, :]).sum(-1)
+    if rel_idx.shape[1] <= _COLUMN_LOOP:
+        # gain = grade of the relevant document equal to the hit: one (Q, K) compare per
+        # relevant-document column (few: qrels are sparse)
+        for j in range(rel_idx.shape[1]):
+            np.copyto(gains, rel_grade[:, j:j + 1], where=run_idx == rel_idx[:, j:j + 1])
+    else:  # many relevant documents for some query: sorted (row, doc) keys
+        width_v = np.int64(max(len(doc_ids), 1) + 1)
+        keep = rel_idx >= 0
+        keys = (np.nonzero(keep)[0] * width_v + rel_idx[keep]).astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        keys, grades = keys[order], rel_grade[keep][order]
+        probe = np.arange(n, dtype=np.int64)[:, None] * width_v + run_idx
+        pos = np.minimum(np.searchsorted(keys, probe), max(len(keys) - 1, 0))
+        if len(keys):
+            hit = (keys[pos] == probe) & (run_idx >= 0)
+            gains[hit] = grades[pos[hit]]
     return gains, ideal, n_rel
 
 
