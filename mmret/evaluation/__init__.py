@@ -4,7 +4,14 @@
 """
 
 # Importing a protocol's module registers it.
-from mmret.evaluation import cir, cross_lingual, image_text, sts, unimodal  # noqa: F401
+from mmret.evaluation import (  # noqa: F401
+    cir,
+    cross_lingual,
+    image_text,
+    sts,
+    text_retrieval,
+    unimodal,
+)
 from mmret.evaluation.base import (
     PROTOCOLS,
     EvalOptions,

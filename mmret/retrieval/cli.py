@@ -55,6 +55,8 @@ def run_from_config(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
     pipelines = OmegaConf.to_container(cfg.get("pipelines") or {}, resolve=True)
     result = run_search(data, pipelines, k=int(cfg.k), metrics=list(cfg.metrics),
                         recall_depths=[int(d) for d in cfg.recall_depths], ties=str(cfg.ties),
+                        rerankers=OmegaConf.to_container(cfg.get("rerankers") or {},
+                                                         resolve=True),
                         log=lambda line: print(line, flush=True))
     paths = write_search_outputs(result, out_dir, write_runs=bool(cfg.write_runs),
                                  plots=bool(cfg.plots))

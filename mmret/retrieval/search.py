@@ -35,7 +35,7 @@ from mmret.retrieval.pipeline import Pipeline
 from mmret.retrieval.types import Document, Run
 
 __all__ = ["PipelineResult", "SearchResult", "build_pipelines", "run_search", "trec_run_text",
-           "write_search_outputs"]
+           "with_rerankers", "write_search_outputs"]
 
 
 @dataclass
@@ -135,11 +135,32 @@ def _recall_at_depths(run: Run, qrels: Mapping[str, Mapping[str, int]],
     return ir_metrics(run, qrels, names) if names else {}
 
 
+def with_rerankers(pipelines: Mapping[str, Mapping[str, Any]],
+                   rerankers: Mapping[str, Mapping[str, Any]] | None
+                   ) -> dict[str, Mapping[str, Any]]:
+    """``pipelines`` plus ``"<name>+<label>"`` for each pipeline without a reranker and each
+    reranker ``label`` (in that order: every pipeline, then its reranked variants)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, cfg in pipelines.items():
+        out[name] = cfg
+        if cfg.get("rerank"):
+            continue
+        for label, spec in (rerankers or {}).items():
+            if spec:
+                out[f"{name}+{label}"] = {**dict(cfg), "rerank": dict(spec)}
+    return out
+
+
 def run_search(data: RetrievalSet, pipelines: Mapping[str, Mapping[str, Any]], *, k: int = 100,
                metrics: Sequence[str] = DEFAULT_IR_METRICS,
                recall_depths: Sequence[int] = (1, 5, 10, 20, 50, 100), ties: str = "run",
+               rerankers: Mapping[str, Mapping[str, Any]] | None = None,
                log: Any = None) -> SearchResult:
-    """Build, search and score every pipeline on ``data`` (module docstring)."""
+    """Build, search and score every pipeline on ``data`` (module docstring).
+
+    ``rerankers`` (``{label: {kind, depth, ...}}``) adds, for every pipeline without its own
+    ``rerank``, a variant ``"<pipeline>+<label>"`` reranked by each (the ± rerank rows)."""
+    pipelines = with_rerankers(pipelines, rerankers)
     if not data.queries:
         raise ValueError(f"retrieval set {data.name!r}: no queries to search")
     if not pipelines:
