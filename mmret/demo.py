@@ -92,7 +92,7 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
-    from mmret.engine.data import prepare_data
+    from mmret.engine.data import build_eval_sets, prepare_data
     from mmret.engine.evaluation import RunEvaluation
     from mmret.engine.report import results_tables
     from mmret.engine.run import run_training
@@ -116,8 +116,9 @@ def main(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     seed_everything(int(cfg.seed))
     untrained = build_towers(cfg.model)
     device = torch.device("cpu")
-    evaluation = RunEvaluation(dcfg, ecfg, root, untrained, name="mmret-tiny untrained",
-                               device=device, protocols=["image_text"])
+    sets = build_eval_sets(dcfg, root, untrained, ecfg.split, ["image_text"])
+    evaluation = RunEvaluation(dcfg, ecfg, sets, untrained, name="mmret-tiny untrained",
+                               device=device)
     baseline, _ = evaluation(untrained.model)
     before = next(iter(baseline.values()))
     split = evaluation.sets["image_text"].split

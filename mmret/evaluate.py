@@ -128,7 +128,7 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     from mmret.distributed import init_distributed
     from mmret.engine.builders import absolute_path, build_towers, seed_everything
     from mmret.engine.config import data_config, eval_config
-    from mmret.engine.data import prepare_data
+    from mmret.engine.data import build_eval_sets, prepare_data, protocols_to_run
     from mmret.engine.evaluation import RunEvaluation
     from mmret.engine.report import results_tables, write_run_outputs
 
@@ -162,7 +162,8 @@ def run_evaluation(cfg: DictConfig, out_dir: str | Path, towers: Any = None) -> 
     towers.model.to(device).eval()
     root = Path(absolute_path(dcfg.root))
     prepare_data(dcfg, root)
-    evaluation = RunEvaluation(dcfg, ecfg, root, towers, name=str(name), device=device,
+    sets = build_eval_sets(dcfg, root, towers, ecfg.split, protocols_to_run(dcfg, ecfg))
+    evaluation = RunEvaluation(dcfg, ecfg, sets, towers, name=str(name), device=device,
                                task=task, out_dir=out_dir, train_source=train_source)
     model = task.retrieval_embedding(towers.model, objective) if task is not None else towers.model
     results, headlines = evaluation(model)

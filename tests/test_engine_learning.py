@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 
 from mmret.engine.builders import absolute_path, build_towers, seed_everything
 from mmret.engine.config import conf_dir, data_config, eval_config, register_configs
-from mmret.engine.evaluation import build_eval_sets, eval_options, evaluate_model
+from mmret.engine.data import build_eval_sets
+from mmret.engine.evaluation import eval_options, evaluate_model
 from mmret.engine.run import run_training
 
 register_configs()

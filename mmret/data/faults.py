@@ -289,11 +289,13 @@ class SkippingDataset(Dataset):
         )
 
 
-def skip_during_training(dataset: Any, policy: ErrorPolicy) -> Any:
-    """``dataset`` as a :class:`SkippingDataset` when ``policy`` skips and the dataset is
-    map-style (streams are returned as they are)."""
+def skip_during_training(dataset: Any, policy: ErrorPolicy,
+                         directory: str | os.PathLike | None = None) -> Any:
+    """``dataset`` as a :class:`SkippingDataset` recording into ``directory`` (default: a
+    temporary folder) when ``policy`` skips and the dataset is map-style (streams are
+    returned as they are)."""
     from torch.utils.data import IterableDataset
 
     if not policy.skip or isinstance(dataset, IterableDataset):
         return dataset
-    return SkippingDataset(dataset)
+    return SkippingDataset(dataset, RuntimeSkips(directory) if directory is not None else None)

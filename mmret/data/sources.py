@@ -148,12 +148,14 @@ def checked_split(split: Any, check_images: str, policy: ErrorPolicy) -> Any:
     return drop_images(split, scan_images(split.image_paths, check_images, policy))
 
 
-def with_skipped(dataset: Any, policy: ErrorPolicy) -> Any:
+def with_skipped(dataset: Any, policy: ErrorPolicy, runtime_skips_dir: str | None = None) -> Any:
     """``dataset`` carrying ``skipped``: the records the policy left out (for the run's
     ``skipped.jsonl``); with ``skip`` also an image that fails to load during training is
-    skipped and listed (:class:`~mmret.data.faults.SkippingDataset`)."""
+    skipped and listed (:class:`~mmret.data.faults.SkippingDataset`) in
+    ``runtime_skips_dir`` (the engine passes ``<run>/skipped.d``; default: a temporary
+    folder)."""
     dataset.skipped = list(policy.skipped)
-    return skip_during_training(dataset, policy)
+    return skip_during_training(dataset, policy, runtime_skips_dir)
 
 
 def karpathy_pairs(
@@ -169,6 +171,7 @@ def karpathy_pairs(
     format: str = "karpathy",
     on_error: str = "raise",
     check_images: str = "exists",
+    runtime_skips_dir: str | None = None,
 ) -> ImageTextTrainDataset:
     """Image–caption training samples from a Karpathy-format JSON (COCO, Flickr30K, shapes)
     or an ALBEF-style JSON (``format: albef``; ``split`` is then the file's own content).
@@ -188,7 +191,7 @@ def karpathy_pairs(
         "annotation": str(under(root, annotation)), "split": split, "format": format,
         "restval_as_train": format == "karpathy" and split == "train",
     }
-    return with_skipped(dataset, policy)
+    return with_skipped(dataset, policy, runtime_skips_dir)
 
 
 @dataclass
@@ -276,6 +279,7 @@ def multilingual_train(
     seed: int = 0,
     on_error: str = "raise",
     check_images: str = "exists",
+    runtime_skips_dir: str | None = None,
 ) -> Dataset:
     """Parallel multilingual training samples.
 
@@ -298,7 +302,8 @@ def multilingual_train(
     msplit = checked_split(msplit.subset(max_images), check_images, policy)
     images = training_images(msplit.image_paths, image_transform, eval_transform, cache_images)
     kind = OneToKDataset if mode == "one_to_k" else RandomLanguageDataset
-    return with_skipped(kind(msplit, list(languages), seed=seed, images=images), policy)
+    return with_skipped(kind(msplit, list(languages), seed=seed, images=images), policy,
+                        runtime_skips_dir)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Data plumbing of a run: make sure the dataset exists, and build the configured sources.
+"""Data plumbing of a run: make sure the dataset exists, build the configured training
+source and the evaluation sets (``data.eval``, the protocols ``eval.*`` chooses).
 
 The sources themselves live in the library (:mod:`mmret.data.sources`, or any importable
 function a config names with ``_target_``); this module only resolves ``data.root``,
@@ -12,11 +13,12 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from mmret.engine.config import ConfigError, DataConfig
+from mmret.engine.config import ConfigError, DataConfig, EvalConfig
+from mmret.evaluation import list_protocols
 
 #: context arguments a source function may declare (see :mod:`mmret.data.sources`)
 CONTEXT_KEYS = ("root", "image_transform", "eval_transform", "cache_images", "seed",
-                "tokenizer", "split", "on_error", "check_images")
+                "tokenizer", "split", "on_error", "check_images", "runtime_skips_dir")
 
 
 def _locate(target: str) -> Any:
@@ -94,3 +96,59 @@ def prepare_data(cfg: DataConfig, root: Path) -> None:
             raise
     if missing():
         raise ConfigError(missing_dataset_message(cfg, root))
+
+
+def protocols_to_run(dcfg: DataConfig, ecfg: EvalConfig, during_training: bool = False
+                     ) -> list[str]:
+    """The protocols evaluated (at the end, or every ``trainer.eval_every`` steps)."""
+    available = list(dcfg.eval)
+    chosen = ecfg.during_training_protocols if during_training else ecfg.protocols
+    if chosen is None:
+        chosen = available[:1] if during_training else available
+    chosen = list(chosen)
+    missing = [p for p in chosen if p not in available]
+    if missing:
+        raise ConfigError(
+            f"eval.{'during_training_' if during_training else ''}protocols: {missing} have no "
+            f"evaluation source in data.eval (it defines {available})"
+        )
+    unknown = [p for p in chosen if p not in list_protocols()]
+    if unknown:
+        raise ConfigError(f"data.eval: unknown protocol(s) {unknown}; known: {list_protocols()}")
+    return chosen
+
+
+def build_eval_sets(
+    dcfg: DataConfig, root: Path, towers: Any, split: str, protocols: list[str]
+) -> dict[str, Any]:
+    """``{protocol: evaluation set}`` for ``split``."""
+    context = {
+        "root": root, "eval_transform": towers.eval_transform,
+        "image_transform": towers.eval_transform, "cache_images": dcfg.cache_images,
+        "tokenizer": towers.tokenizer, "split": split,
+    }
+    return {
+        name: build_source(dict(dcfg.eval[name]), f"data.eval.{name}", **context)
+        for name in protocols
+    }
+
+
+#: the keys of a run's evaluation sets (:func:`run_eval_sets`)
+DURING_TRAINING, FINAL = "during_training", "final"
+
+
+def run_eval_sets(dcfg: DataConfig, ecfg: EvalConfig, root: Path, towers: Any, *,
+                  during_training: bool, final: bool) -> dict[str, dict[str, Any]]:
+    """A run's evaluation sets, built with its training data (before training, so that a
+    bad evaluation source fails at once, not after the run): ``{"during_training": {protocol:
+    set}}`` on ``eval.during_training_split`` when ``during_training``, ``{"final": ...}``
+    on ``eval.split`` when ``final``."""
+    sets: dict[str, dict[str, Any]] = {}
+    if during_training:
+        sets[DURING_TRAINING] = build_eval_sets(
+            dcfg, root, towers, ecfg.during_training_split,
+            protocols_to_run(dcfg, ecfg, during_training=True))
+    if final:
+        sets[FINAL] = build_eval_sets(dcfg, root, towers, ecfg.split,
+                                      protocols_to_run(dcfg, ecfg))
+    return sets

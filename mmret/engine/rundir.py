@@ -76,6 +76,12 @@ def write_skipped(run_dir: Path, skipped: list[dict[str, Any]]) -> Path | None:
     return path
 
 
+def clear_runtime_skips(directory: Path) -> None:
+    """Empty the runtime-skip folder of an earlier attempt (a run starting afresh)."""
+    for entry in directory.glob("*.json") if directory.is_dir() else ():
+        entry.unlink(missing_ok=True)
+
+
 def update_skipped(dataset: Any, before: list[dict[str, Any]], is_main: bool, run_dir: Path,
                    logger: Any, step: int) -> list[dict[str, Any]]:
     """The up-front skips plus the images that failed to load during training

@@ -5,6 +5,7 @@ determinism set, the process group joined. Everything after this step reads
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from mmret.distributed import get_rank, init_distributed
+from mmret.distributed import get_rank, init_distributed, is_distributed
 from mmret.engine.config import (
     ConfigError,
     DataConfig,
@@ -27,6 +28,7 @@ from mmret.engine.config import (
     logger_config,
     trainer_config,
 )
+from mmret.engine.precision import autocast_context
 
 
 @dataclass
@@ -34,7 +36,8 @@ class RunSettings:
     """The validated sections of a run's config and where it runs.
 
     ``model``, ``objective`` and ``task`` are the builders' plain nodes; ``config`` is the
-    whole resolved config (the logger records it, ``config.yaml`` holds it)."""
+    whole resolved config (the logger records it, ``config.yaml`` holds it); ``autocast``:
+    the evaluations' precision context (``trainer.precision``)."""
 
     trainer: TrainerConfig
     data: DataConfig
@@ -53,6 +56,20 @@ class RunSettings:
     init_from: str | None = None
     init_new_modules: list[str] = field(default_factory=list)
     freeze: list[str] = field(default_factory=list)
+    autocast: contextlib.AbstractContextManager | None = None
+
+    @property
+    def evaluates_during_training(self) -> bool:
+        """Rank 0 evaluates every ``trainer.eval_every`` steps."""
+        return bool(self.is_main and self.trainer.eval_every and self.eval.during_training_split
+                    and self.data.eval)
+
+    @property
+    def evaluates_at_end(self) -> bool:
+        """This process takes part in the final evaluation (rank 0; every rank with
+        ``eval.distributed``)."""
+        return bool(self.data.eval and (self.is_main or (self.eval.distributed
+                                                         and is_distributed())))
 
 
 def read_settings(cfg: DictConfig, name: str | None = None) -> RunSettings:
@@ -84,4 +101,5 @@ def read_settings(cfg: DictConfig, name: str | None = None) -> RunSettings:
         freeze=freeze_list(cfg.get("freeze")),
     )
     device = init_distributed(tcfg.device)  # last: the process group joins once all is valid
-    return RunSettings(device=device, is_main=get_rank() == 0, **settings)
+    return RunSettings(device=device, is_main=get_rank() == 0,
+                       autocast=autocast_context(device, tcfg.precision), **settings)

@@ -8,9 +8,10 @@ One optimiser step consumes ``grad_accum_steps`` micro-batches::
 
 then (task and objective gradients averaged over ranks) unscale (fp16), clip the global
 grad norm, AdamW step over the model's, the task's and the objective's parameters,
-``scheduler.step()``, ``objective.post_step()``, ``task.after_step()``. Modules named in
-``freeze`` get no gradient and stay in eval mode. Every loss term is logged (averaged over micro-batches and
-ranks). Data order is a pure function of ``(seed, epoch)`` (see
+``scheduler.step()``; the step's record (every loss term averaged over micro-batches and
+ranks), ``objective.post_step()``, ``task.after_step()``, then the step hooks
+(:mod:`mmret.engine.hooks`: log, collapse check, periodic evaluation, a user's hooks,
+checkpoint). Modules named in ``freeze`` get no gradient and stay in eval mode. Data order is a pure function of ``(seed, epoch)`` (see
 :class:`~mmret.engine.sampler.ResumableBatchSampler`), so resuming from a checkpoint
 reproduces the uninterrupted run's later losses exactly.
 """
@@ -344,7 +345,6 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.objective.post_step()  # the objective is never DDP-wrapped (only the model is)
         return float(norm)
 
     def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
@@ -409,7 +409,6 @@ class Trainer:
                         sums, micro = {}, 0
                         continue
                     self.step += 1
-                    self.task.after_step(self.context())
                     micro = 0
                     record = self._reduce_mean(
                         {k: v / cfg.grad_accum_steps for k, v in sums.items()}
@@ -418,6 +417,9 @@ class Trainer:
                     record["lr"] = lr
                     record["grad_norm"] = grad_norm
                     record["epoch"] = self.epoch
+                    context = self.context()
+                    self.objective.post_step()  # never DDP-wrapped (only the model is)
+                    self.task.after_step(context)
                     self.history.append({"step": self.step, **record})
                     for hook in self.hooks:
                         hook.after_step(self, record)
