@@ -39,10 +39,10 @@ Beyond" (2009); Lù, "BM25S" (arXiv 2407.03618); rank_bm25 (github.com/dorianbro
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,14 @@ FORMAT_VERSION = 1
 #: backend -> its methods (the first is the default)
 BM25_METHODS = {"bm25s": ("lucene", "robertson", "atire", "bm25l", "bm25+"),
                 "rank_bm25": ("okapi", "bm25l", "bm25plus")}
+
+
+class _Vocabulary(dict):
+    """token -> id, a new token getting the next id on first lookup."""
+
+    def __missing__(self, token: str) -> int:
+        value = self[token] = len(self)
+        return value
 
 
 @register_route("bm25")
@@ -152,19 +160,29 @@ class BM25Route:
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
-        tokens = self.tokenizer.batch(self._texts)
-        if self.backend == "bm25s":
-            # vocabulary in first-seen order, then every row mapped at C speed
-            vocab = {t: i for i, t in enumerate(dict.fromkeys(chain.from_iterable(tokens)))}
-            get = vocab.__getitem__
-            ids = [list(map(get, row)) for row in tokens]
-            bm25s = require("bm25s", "retrieval", "the BM25 route (backend=bm25s)")
-            engine = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
-            engine.index((ids, vocab), show_progress=False)
-            self._engine, self._vocab = engine, engine.vocab_dict
-        else:
-            self._tokens = tokens
-            self._engine = self._rank_bm25(tokens)
+        # millions of small lists: the cyclic GC would rescan them over and over
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            tokens = self.tokenizer.batch(self._texts)
+            if self.backend == "bm25s":
+                # ids in first-seen order, every row mapped at C speed (new tokens only
+                # reach Python, in _Vocabulary.__missing__)
+                vocab = _Vocabulary()
+                get = vocab.__getitem__
+                ids = [list(map(get, row)) for row in tokens]
+                del tokens
+                bm25s = require("bm25s", "retrieval", "the BM25 route (backend=bm25s)")
+                engine = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta,
+                                    method=self.method)
+                engine.index((ids, dict(vocab)), show_progress=False)
+                self._engine, self._vocab = engine, engine.vocab_dict
+            else:
+                self._tokens = tokens
+                self._engine = self._rank_bm25(tokens)
+        finally:
+            if enabled:
+                gc.enable()
 
     def _rank_bm25(self, tokens: list[list[str]]) -> Any:
         rb = require("rank_bm25", "retrieval", "the BM25 route (backend=rank_bm25)")
