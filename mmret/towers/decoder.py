@@ -211,7 +211,10 @@ class DecoderSentenceEncoder(SentenceEncoder):
             raise ValueError("append_eos=True but the tokenizer has no EOS token")
         self._special = _special_ids(self.tokenizer)
         self._pieces = {role: _template_ids(self.tokenizer, t) for role, t in self.templates.items()}
-        self._position_ids = "position_ids" in inspect.signature(self.body.forward).parameters
+        params = inspect.signature(self.body.forward).parameters
+        self._position_ids = "position_ids" in params
+        # an embedding needs no key/value cache (building one costs a concatenation per layer)
+        self._no_cache = {"use_cache": False} if "use_cache" in params else {}
         self.truncated = 0
         self.lora = dict(lora) if lora else None
         if self.lora:
@@ -327,7 +330,8 @@ class DecoderSentenceEncoder(SentenceEncoder):
         first real token."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask,
+                                  **self._no_cache}
         if self._position_ids:
             kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp_min(0)
         return self.body(**kwargs).last_hidden_state
