@@ -10,6 +10,7 @@
 # the built-in routes register themselves on import (optional packages load at use)
 from mmret.retrieval import bm25 as _bm25  # noqa: F401  (route "bm25")
 from mmret.retrieval import dense as _dense  # noqa: F401  (route "dense")
+from mmret.retrieval import sparse as _sparse  # noqa: F401  (route "aligned_tokens")
 from mmret.retrieval.base import ROUTES, Retriever, SparseEncoder, build_route, register_route
 from mmret.retrieval.fusion import FUSIONS, fuse
 from mmret.retrieval.pipeline import Pipeline, build_pipeline, easyrag_config
