@@ -183,7 +183,7 @@ def test_lora_trains_only_adapters_and_starts_at_the_base(tok_dir) -> None:
 def test_text_pair_training_learns(tok_dir) -> None:
     """InfoNCE (τ = 0.5) through the text_pair task on the decoder tower, supervised pairs
     (sentence i, sentence i+1): the loss on the fixed batch falls below 0.8× its start
-    value in 30 steps."""
+    value in 15 steps."""
     from mmret.objectives import create_objective
     from mmret.tasks import create_task
 
@@ -197,14 +197,14 @@ def test_text_pair_training_learns(tok_dir) -> None:
     batch = task.collate_fn()(samples)
     objective = create_objective({"infonce": {"temperature": 0.5}})
     model = towers.model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
 
     def loss() -> torch.Tensor:
         return sum(objective(**task(model, batch)).values())
 
     with torch.no_grad():
         start = float(loss())
-    for _ in range(30):
+    for _ in range(15):
         opt.zero_grad()
         value = loss()
         value.backward()
