@@ -334,3 +334,29 @@ def test_half_precision_on_gpu(tok_dir, dtype) -> None:
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
     alone = half.encode(["hi there"]).float()[0]
     assert torch.nn.functional.cosine_similarity(alone, b[0], dim=0) > 0.999
+
+
+def test_merging_two_decoder_embedders(tok_dir, tmp_path) -> None:
+    """mmret.merging on decoder-tower checkpoints (tied GPT-2 head): the average of two
+    fine-tuned copies of one base loads back and equals the mean of their weights."""
+    from mmret.engine.checkpoint import save_checkpoint
+    from mmret.merging import merge_checkpoints
+
+    cfg = {"model_type": "gpt2", "vocab_size": VOCAB, **FAMILIES["gpt2"]}
+    torch.manual_seed(0)
+    base = mmret.create_towers("decoder-llm", config=cfg, tokenizer=tok_dir).model
+    save_checkpoint(tmp_path / "base", base, None, {"step": 0})
+    models = []
+    for i in (1, 2):
+        m = mmret.load_checkpoint(tmp_path / "base" / "last", raw=True).model
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.01 * i * torch.ones_like(p))
+        save_checkpoint(tmp_path / f"m{i}", m, None, {"step": 1})
+        models.append(m)
+    merge_checkpoints([tmp_path / "m1" / "last", tmp_path / "m2" / "last"], tmp_path / "merged",
+                      base=tmp_path / "base" / "last", names=["m1", "m2"], method="average")
+    merged = mmret.load_checkpoint(tmp_path / "merged", raw=True).model
+    want = 0.5 * (models[0].lm_head().weight + models[1].lm_head().weight)
+    assert torch.allclose(merged.lm_head().weight, want, atol=1e-6)
+    assert merged.lm_head().weight.data_ptr() == merged.lm.get_input_embeddings().weight.data_ptr()
