@@ -29,8 +29,10 @@ mkdir -p "$OUT"
 train task_a $STEPS data=merge_stsb_pairs
 train task_b $STEPS data=merge_shapes_pairs
 train task_c $STEPS data=merge_sts12
-train joint $JOINT data=merge_mixture
-train joint_t2 $JOINT data=merge_mixture data.train.temperature=2.0
+if [ -z "${SKIP_JOINT:-}" ]; then  # SKIP_JOINT=1: run them separately (in parallel)
+  train joint $JOINT data=merge_mixture
+  train joint_t2 $JOINT data=merge_mixture data.train.temperature=2.0
+fi
 MODELS="[$OUT/task_a,$OUT/task_b,$OUT/task_c]"
 NAMES="names=[stsb_pairs,shapes_pairs,sts_unsup]"
 merge() { # name overrides...
@@ -45,12 +47,13 @@ merge m_task_arithmetic method=task_arithmetic method.scale=0.5 report.evaluate=
 merge m_ties method=ties method.density=0.2 report.evaluate=false
 merge m_slerp method=slerp report.evaluate=false
 merge m_self_positioning method=self_positioning method.steps=${SP_STEPS:-25} probe.size=96 \
-  probe.batch_size=16 report.grid=[0.0,0.5,1.5]
+  probe.batch_size=16 report.grid=${GRID:-[0.0,0.5,1.5]}
 for size in ${SWEEP:-12 48 192}; do
   merge m_sp_probe$size method=self_positioning method.steps=${SP_STEPS:-25} probe.size=$size \
     probe.batch_size=16 report.evaluate=false
 done
-for name in task_a task_b task_c joint joint_t2; do evaluate $name $OUT/$name; done
+for name in task_a task_b task_c joint joint_t2; do
+  [ -f "$OUT/$name/checkpoints/last/model.safetensors" ] && evaluate $name $OUT/$name; done
 for name in m_average m_task_arithmetic m_ties m_slerp m_self_positioning; do
   evaluate $name $OUT/$name/merged; done
 for size in ${SWEEP:-12 48 192}; do evaluate m_sp_probe$size $OUT/m_sp_probe$size/merged; done

@@ -32,9 +32,8 @@ def _scores(out: Path, name: str) -> dict[str, float]:
 
 
 def _wall_times(out: Path) -> dict[str, float]:
-    log = out / "run.log"
     found = {}
-    if log.is_file():
+    for log in sorted(out.glob("*.log")):
         for m in re.finditer(r"(?:train|merge) (\S+): ([0-9.]+) s wall", log.read_text()):
             found[m.group(1)] = float(m.group(2))
     return found
