@@ -52,11 +52,14 @@ def run_from_config(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
         raise TypeError(f"data.loader must return a RetrievalSet, got {type(data).__name__}")
     if cfg.get("max_queries"):
         data = data.head(int(cfg.max_queries))
-    pipelines = OmegaConf.to_container(cfg.get("pipelines") or {}, resolve=True)
+    def plain(key: str) -> dict[str, Any]:
+        node = cfg.get(key)
+        return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+    pipelines = plain("pipelines")
     result = run_search(data, pipelines, k=int(cfg.k), metrics=list(cfg.metrics),
                         recall_depths=[int(d) for d in cfg.recall_depths], ties=str(cfg.ties),
-                        rerankers=OmegaConf.to_container(cfg.get("rerankers") or {},
-                                                         resolve=True),
+                        rerankers=plain("rerankers"),
                         log=lambda line: print(line, flush=True))
     paths = write_search_outputs(result, out_dir, write_runs=bool(cfg.write_runs),
                                  plots=bool(cfg.plots))
