@@ -49,13 +49,32 @@ def _training_samples(run: Path) -> int | None:
     return int(cfg["trainer"]["max_steps"]) * int(cfg["trainer"]["batch_size"])
 
 
+TASK_COLUMNS = {"stsb_pairs": "A: STS-B test", "shapes_pairs": "B: shapes pairs",
+                "sts_unsup": "C: STS12 mean"}
+
+
+def _sweep_scores(out: Path, name: str, merged: bool) -> dict[str, float]:
+    """Scores from a merge report's sweep (each task on its own run's evaluation, the
+    same data as the columns): the merged point, or the base (x = 0)."""
+    file = out / name / "merge.json"
+    if not file.is_file():
+        return {}
+    sweep = json.loads(file.read_text()).get("sweep") or []
+    rows = [r for r in sweep if (r["merged"] if merged else r["g"] == 0.0)]
+    if not rows:
+        return {}
+    return {TASK_COLUMNS[t]: v for t, v in rows[0]["scores"].items() if t in TASK_COLUMNS}
+
+
 def summarize(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     walls = _wall_times(out)
     rows = []
-    for folder in sorted((out / "eval").iterdir()) if (out / "eval").is_dir() else []:
-        name = folder.name
-        row: dict[str, Any] = {"model": name, "scores": _scores(out, name)}
+    names = {f.name for f in (out / "eval").iterdir()} if (out / "eval").is_dir() else set()
+    names |= {f.parent.name for f in out.glob("m_*/merge.json")}
+    for name in sorted(names):
+        scores = {**_sweep_scores(out, name, merged=True), **_scores(out, name)}
+        row: dict[str, Any] = {"model": name, "scores": scores}
         row["wall_s"] = walls.get(name)
         merge_json = out / name / "merge.json"
         if merge_json.is_file():
@@ -73,6 +92,13 @@ def summarize(out: str | Path) -> dict[str, Any]:
             row["kind"] = "training"
             row["samples"] = _training_samples(out / name)
         rows.append(row)
+    base = {k: v for name in sorted(names) for k, v in _sweep_scores(out, name, False).items()}
+    existing = [r for r in rows if r["model"] == "base"]
+    if existing:
+        existing[0]["scores"] = {**base, **existing[0]["scores"]}
+    elif base:
+        rows.insert(0, {"model": "base", "scores": base, "kind": "base", "samples": 0,
+                        "wall_s": None})
     return {"rows": rows}
 
 
