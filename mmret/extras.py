@@ -41,6 +41,7 @@ EXTRAS: dict[str, str] = {
     "retrieval": "retrieval pipelines (BM25 routes, jieba, sparse indexes)",
     "llm": "LoRA training of LLM text towers (peft)",
     "sql": "text-to-SQL value retrieval and mismatch detection (sqlglot, rapidfuzz)",
+    "gpu-rerank": "FlagEmbedding's layer-wise LLM reranker",
 }
 
 #: importable top-level module -> the distribution that provides it, where they differ

