@@ -15,6 +15,9 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install $(TORCH_PINS)
 	$(BIN)/pip install -e ".[all,test]"
+	# mergekit: the parity reference of mmret.merging's tests; its merge functions import
+	# without its own requirements (datasets, sentencepiece, ...), which would pin others
+	$(BIN)/pip install --no-deps "mergekit==0.1.5"
 	touch $(STAMP)
 
 setup: $(STAMP)
