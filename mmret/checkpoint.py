@@ -69,6 +69,23 @@ def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
     )
 
 
+def replace_folder(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put the finished folder ``tmp`` at ``target`` by renames: an existing ``target`` is
+    renamed aside first and removed only after ``tmp`` took its place."""
+    import shutil
+    import uuid
+
+    tmp, target = Path(tmp), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+    return target
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mmret.engine import checkpoint as ckpt
 from mmret.engine.config import TrainerConfig
@@ -42,7 +42,25 @@ from mmret.engine.health import (
 
 if TYPE_CHECKING:
     from mmret.engine.logging import MetricsLogger
-    from mmret.engine.trainer import Trainer
+
+
+class Trainer(Protocol):
+    """What a hook sees of the training loop (:class:`mmret.engine.trainer.Trainer`)."""
+
+    step: int
+    is_main: bool
+    objective: Any
+    run_dir: Path
+    nonfinite_skips: int
+    stop_signal: int | None
+
+    def run_evaluation(self) -> dict[str, float] | None: ...
+
+    def save_checkpoint(self) -> Path | None: ...
+
+    def stop_requested(self) -> bool: ...
+
+    def temperature_stats(self) -> dict[str, float]: ...
 
 
 class TrainingInterrupted(SystemExit):

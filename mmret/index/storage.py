@@ -18,11 +18,11 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mmret.checkpoint import replace_folder
 from mmret.index.errors import IndexFileError
 
 META_FILE = "meta.json"
@@ -68,13 +68,7 @@ def write_folder_atomically(target: Path, fill: Callable[[Path], dict[str, Any]]
             for p in sorted(tmp.iterdir())
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -54,6 +54,7 @@ from mmret.checkpoint import (
     CheckpointError,
     find_run_dir,
     read_tower_spec,
+    replace_folder,
     resolve_checkpoint_dir,
     verify_checkpoint,
     write_manifest,
@@ -239,13 +240,7 @@ def write_merged_checkpoint(out: str | os.PathLike, tensors: Mapping[str, torch.
                 shutil.copyfile(find_run_dir(template.path) / CONFIG_FILE, tmp / CONFIG_FILE)
             except CheckpointError:
                 pass
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
