@@ -346,7 +346,8 @@ class DecoderSentenceEncoder(SentenceEncoder):
                     normalize: bool = False) -> torch.Tensor:
         """Embeddings of ``texts`` with the ``role``'s template (``query`` / ``document``)."""
         was = self.training
-        self.eval()
+        if was:
+            self.eval()
         out = torch.empty(len(texts), self.dim, device=self.device)
         try:
             with torch.inference_mode():
@@ -355,7 +356,8 @@ class DecoderSentenceEncoder(SentenceEncoder):
                     out[start : start + len(batch["input_ids"])] = self.pool(
                         **self._to_device(batch)).to(out.dtype)
         finally:
-            self.train(was)
+            if was:
+                self.train(was)
         return nn.functional.normalize(out, dim=-1) if normalize else out
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64,

@@ -126,7 +126,8 @@ class SentenceEncoder(nn.Module):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         was_training = self.training
-        self.train(dropout)
+        if was_training != dropout:  # train() walks every submodule: only when it changes
+            self.train(dropout)
         grad_mode = torch.no_grad() if dropout else torch.inference_mode()
         try:
             with grad_mode:
@@ -141,7 +142,8 @@ class SentenceEncoder(nn.Module):
                         pooled = self.pool(**self._to_device(batch))
                         out[rows.to(self.device)] = pooled.to(out.dtype)
         finally:
-            self.train(was_training)
+            if self.training != was_training:
+                self.train(was_training)
         return torch.nn.functional.normalize(out, dim=-1) if normalize else out
 
     def _encode_tokens(self, tokens: Mapping[str, torch.Tensor] | torch.Tensor, batch_size: int) -> torch.Tensor:
