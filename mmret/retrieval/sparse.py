@@ -76,7 +76,7 @@ class LogitSparseEncoder:
     Args:
         encoder: a text tower with ``encode(texts)`` (and ``encode_queries`` /
             ``encode_documents`` for role templates, when it has them).
-        head: a :class:`~mmret.analysis.key_tokens.DecodingHead` (default: the tower's own
+        head: a :class:`~mmret.towers.lm_heads.DecodingHead` (default: the tower's own
             ``lm_head``).
         top_k: K tokens kept per document (and per decoded query).
         weighting: ``relu`` | ``softmax``.
@@ -87,7 +87,7 @@ class LogitSparseEncoder:
     def __init__(self, encoder: Any, head: Any = None, top_k: int = 64, weighting: str = "relu",
                  query_mode: str = "tokens", drop_special: bool = True,
                  batch_size: int = 64) -> None:
-        from mmret.analysis.key_tokens import check_vocabulary, head_of_decoder, hf_tokenizer_of
+        from mmret.towers.lm_heads import check_vocabulary, head_of_decoder, hf_tokenizer_of
 
         if query_mode not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {query_mode!r}")
