@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from doc_sections import write_section  # tools/bench is on sys.path when run as a script
+from doc_sections import value_table, write_section  # tools/bench on sys.path
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -154,9 +154,7 @@ def main() -> None:
         f"{args.repeat} pairs of runs in alternating order (AB, BA, …); sentences/s of the "
         f"median run; max |Δ| of the embeddings {error:.1e}.",
         "",
-        "| encoder | sentences/s |",
-        "|---|---:|",
-        *[f"| {k} | {v:.1f} |" for k, v in rate.items()],
+        *value_table("encoder", "sentences/s", rate),
         "",
         f"Ratio (mmret / plain HF forward), median of the {args.repeat} paired ratios: "
         f"**{ratio:.2f}×** (target ≥ 1.0×; quartiles {quart[0]:.2f}–{quart[2]:.2f}; "
@@ -165,9 +163,7 @@ def main() -> None:
         f"- Part 2: STS-B test retrieval set ({len(rset.documents)} documents), "
         f"{len(queries)} queries, k=10, median of {args.repeat} runs.",
         "",
-        "| route | queries/s |",
-        "|---|---:|",
-        *[f"| {k} | {v:.1f} |" for k, v in q_rate.items()],
+        *value_table("route", "queries/s", q_rate),
         "",
         f"Sparse / dense queries/s: **{q_ratio:.1f}×** (own-token queries need no model pass).",
     ]

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from doc_sections import write_section  # tools/bench is on sys.path when run as a script
+from doc_sections import value_table, write_section  # tools/bench on sys.path
 
 ROOT = Path(__file__).resolve().parents[2]
 STSB = ROOT.parent / "shared" / "data" / "stsb" / "sts-test.csv"
@@ -89,9 +89,7 @@ def main() -> None:
         "runs after a warm-up. Both sort by length before batching.",
         f"- Max |Δ| between the two embeddings (first 64 sentences): {error:.1e}.",
         "",
-        "| encoder | sentences/s |",
-        "|---|---:|",
-        *[f"| {k} | {v:.1f} |" for k, v in rate.items()],
+        *value_table("encoder", "sentences/s", rate),
         "",
         f"Ratio (mmret / sentence-transformers): **{ratio:.2f}×** (target ≥ 1.0×).",
     ]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from doc_sections import write_section  # tools/bench is on sys.path when run as a script
+from doc_sections import value_table, write_section  # tools/bench on sys.path
 
 ROOT = Path(__file__).resolve().parents[2]
 STSB = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
@@ -109,9 +109,7 @@ def main() -> None:
         f"per step, each twice (dropout views); AdamW; median of {args.steps} alternating "
         "steps after a warm-up.",
         "",
-        "| loop | ms / step |",
-        "|---|---:|",
-        *[f"| {k} | {1000 * v:.1f} |" for k, v in median.items()],
+        *value_table("loop", "ms / step", median, scale=1000),
         "",
         f"Speed ratio (bare time / mmret time): **{ratio:.2f}×** (1.0× = no overhead).",
     ]

@@ -27,3 +27,10 @@ def write_section(
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(doc)
+
+
+def value_table(first: str, unit: str, values: dict[str, float], scale: float = 1.0) -> list[str]:
+    """Markdown lines of a two-column table: ``| first | unit |`` then one row per
+    ``name: value`` (value × ``scale``, one decimal)."""
+    return [f"| {first} | {unit} |", "|---|---:|",
+            *[f"| {k} | {scale * v:.1f} |" for k, v in values.items()]]

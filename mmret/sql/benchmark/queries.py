@@ -57,20 +57,23 @@ class ValueTemplate:
     forms: dict[str, dict[str, list[str]]] | None = None
 
 
+#: the mismatch kinds of a free-text column
+TEXT_KINDS = ("case", "abbreviation", "synonym", "typo")
+
 VALUE_TEMPLATES = [
     ValueTemplate("artist_country", "music", "artist", "country",
                   "How many artists come from {v}?",
                   "SELECT COUNT(*) FROM artist WHERE country = {v}",
-                  ("case", "abbreviation", "synonym", "typo"), vocab.COUNTRIES),
+                  TEXT_KINDS, vocab.COUNTRIES),
     ValueTemplate("artist_genre", "music", "artist", "genre",
                   "List the names of {v} artists formed after 2010.",
                   "SELECT name FROM artist WHERE genre = {v} AND formed_year > 2010",
-                  ("case", "abbreviation", "synonym", "typo"), vocab.GENRES),
+                  TEXT_KINDS, vocab.GENRES),
     ValueTemplate("concert_city", "music", "city", "name",
                   "What are the titles of the concerts held in {v}?",
                   "SELECT c.title FROM concert AS c JOIN venue AS v ON c.venue_id = v.id "
                   "JOIN city AS ci ON v.city_id = ci.id WHERE ci.name = {v}",
-                  ("case", "abbreviation", "synonym", "typo"),
+                  TEXT_KINDS,
                   {k: v[2] for k, v in vocab.CITIES.items()}),
     ValueTemplate("concert_date", "music", "concert", "concert_date",
                   "Which concerts took place on {v}?",
@@ -81,11 +84,11 @@ VALUE_TEMPLATES = [
     ValueTemplate("product_category", "shop", "product", "category",
                   "What is the average price of {v} products?",
                   "SELECT AVG(price) FROM product WHERE category = {v}",
-                  ("case", "abbreviation", "synonym", "typo"), vocab.CATEGORIES),
+                  TEXT_KINDS, vocab.CATEGORIES),
     ValueTemplate("customer_state", "shop", "customer", "state",
                   "How many customers live in {v}?",
                   "SELECT COUNT(*) FROM customer WHERE state = {v}",
-                  ("case", "abbreviation", "synonym", "typo"), vocab.STATES),
+                  TEXT_KINDS, vocab.STATES),
     ValueTemplate("product_weight", "shop", "product", "weight",
                   "List the names of the products that weigh {v}.",
                   "SELECT name FROM product WHERE weight = {v}", ("missing_unit",)),
@@ -98,7 +101,7 @@ VALUE_TEMPLATES = [
     ValueTemplate("doctor_specialty", "clinic", "doctor", "specialty",
                   "Which doctors work in {v}?",
                   "SELECT name FROM doctor WHERE specialty = {v}",
-                  ("case", "abbreviation", "synonym", "typo"), vocab.SPECIALTIES),
+                  TEXT_KINDS, vocab.SPECIALTIES),
     ValueTemplate("visit_diagnosis", "clinic", "visit", "diagnosis_code",
                   "How many visits had the diagnosis code {v}?",
                   "SELECT COUNT(*) FROM visit WHERE diagnosis_code = {v}",
