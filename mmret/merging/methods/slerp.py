@@ -36,6 +36,7 @@ from mmret.merging.slerp import ACCUMULATE, compose_coefficients, gram_matrix
 from mmret.merging.task_vectors import TaskVectors
 
 ANGLES = ("per_tensor", "flattened", "per_row")
+SMALL = 65536  # tensors of at most this many elements: Gram matrices by one batched matmul
 SPACES = ("task_vectors", "weights")
 
 
@@ -86,6 +87,23 @@ class Slerp(MergeMethod):
         return compose_coefficients(gram, shares, accumulate=self.accumulate,
                                     dot_threshold=self.dot_threshold)
 
+    def _combine(self, theta0: torch.Tensor, vectors: list[torch.Tensor],
+                 c: torch.Tensor | list[float]) -> torch.Tensor:
+        """θ_0 + λ Σ c_i V_i (task vectors) or Σ c_i θ_i (weights); ``c`` (N,) or (R, N)."""
+        dtype = work_dtype(theta0)
+        if self.space == "task_vectors":
+            merged, factor = theta0.to(dtype, copy=True), self.scale
+        else:
+            merged, factor = torch.zeros_like(theta0, dtype=dtype), 1.0
+        for i, v in enumerate(vectors):
+            ci = c[i] if isinstance(c, list) else c[..., i]
+            if isinstance(ci, torch.Tensor) and ci.dim():
+                ci = ci.reshape(-1, *([1] * (v.dim() - 1))).to(dtype)
+                merged += factor * ci * v.to(dtype)
+            else:
+                merged.add_(v.to(dtype), alpha=factor * float(ci))
+        return merged.to(theta0.dtype)
+
     def __call__(self, tv: TaskVectors, consume: bool = False) -> MergeResult:
         n = len(tv.vectors)
         shares = self.shares(n)
@@ -94,34 +112,31 @@ class Slerp(MergeMethod):
             if self.space == "weights":
                 raise MergeError("slerp: normalize applies to task vectors (space=task_vectors)")
             norms = torch.tensor(tv.norms(), dtype=torch.float64).clamp_min(1e-12)
-        flat_c = None
+        outer = norms[:, None] * norms[None, :]
+        keys = list(tv.base)
+        flat_c, key_c = None, None
         if self.angles == "flattened":
-            gram = sum(gram_matrix(self._vectors(tv, k)) for k in tv.base)
-            gram = gram / (norms[:, None] * norms[None, :])
-            flat_c = self._coefficients(gram, shares) / norms
+            gram = (tv_gram_matrices(tv, keys, self._vectors).sum(0) if keys
+                    else torch.zeros(n, n, dtype=torch.float64))
+            flat_c = self._coefficients(gram / outer, shares) / norms
+        elif self.angles == "per_tensor" and self.space == "task_vectors" and keys:
+            # all Gram matrices first, then one batched composition (no per-tensor overhead)
+            grams = tv_gram_matrices(tv, keys, self._vectors) / outer
+            key_c = dict(zip(keys, (self._coefficients(grams, shares) / norms).tolist(),
+                             strict=True))
         out: dict[str, torch.Tensor] = {}
-        for key in list(tv.base):
+        for key in keys:
             theta0 = tv.base[key]
             vectors = self._vectors(tv, key)
             if flat_c is not None:
                 c = flat_c
+            elif key_c is not None:
+                c = key_c[key]
             else:
                 by_row = self.angles == "per_row" and theta0.dim() >= 1
-                gram = gram_matrix(vectors, rows=by_row) / (norms[:, None] * norms[None, :])
+                gram = gram_matrix(vectors, rows=by_row) / outer
                 c = self._coefficients(gram, shares) / norms
-            dtype = work_dtype(theta0)
-            if self.space == "task_vectors":
-                merged, factor = theta0.to(dtype, copy=True), self.scale
-            else:
-                merged, factor = torch.zeros_like(theta0, dtype=dtype), 1.0
-            for i, v in enumerate(vectors):
-                ci = c[..., i]
-                if ci.dim():
-                    ci = ci.reshape(-1, *([1] * (v.dim() - 1))).to(dtype)
-                    merged += factor * ci * v.to(dtype)
-                else:
-                    merged.add_(v.to(dtype), alpha=factor * float(ci))
-            out[key] = merged.to(theta0.dtype)
+            out[key] = self._combine(theta0, vectors, c)
             if consume:
                 del vectors
                 consume_key(tv, key)
@@ -132,3 +147,23 @@ class Slerp(MergeMethod):
             coefficients["flattened_coefficients"] = dict(zip(tv.names, flat_c.tolist(),
                                                               strict=True))
         return MergeResult(out, coefficients)
+
+
+def tv_gram_matrices(tv: TaskVectors, keys: Sequence[str], vectors_of) -> torch.Tensor:
+    """``G[t] = Gram matrix of vectors_of(tv, keys[t])`` (T, N, N), float64: large tensors by
+    :func:`gram_matrix` (N(N+1)/2 dots, no copy), small ones grouped by size and stacked
+    (T_s, N, D) into one batched ``X @ Xᵀ`` (the dots in the tensors' dtype either way)."""
+    n = len(tv.vectors)
+    out = torch.empty(len(keys), n, n, dtype=torch.float64)
+    groups: dict[tuple[int, torch.dtype], list[int]] = {}
+    for idx, key in enumerate(keys):
+        t = tv.base[key]
+        if t.numel() <= SMALL:
+            groups.setdefault((t.numel(), t.dtype), []).append(idx)
+        else:
+            out[idx] = gram_matrix(vectors_of(tv, key))
+    for idxs in groups.values():
+        x = torch.stack([torch.stack([v.reshape(-1) for v in vectors_of(tv, keys[j])])
+                         for j in idxs])
+        out[idxs] = (x @ x.transpose(1, 2)).double()
+    return out

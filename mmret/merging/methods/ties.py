@@ -10,6 +10,11 @@ Per tensor (Yadav et al., "TIES-Merging", NeurIPS 2023; mergekit's ``ties``)::
 Options: ``density`` k ∈ (0, 1] (default 0.2), ``scale`` λ > 0 (default 1), ``weights``.
 At least one entry per non-empty tensor is kept (k·numel rounded down, at least 1).
 
+Speed: with numba importable, float32/float64 tensors take the exact kernels of
+:mod:`.ties_kernels` (a sampled bracket instead of a full ``kthvalue``, and the election
+and disjoint mean fused in one pass); otherwise, or with ``method._use_kernels = False``,
+the torch code below (the same result: tests/test_merging_methods.py compares them).
+
 Example: ``create_method("ties", density=0.2)(tv)``.
 """
 
@@ -17,14 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mmret.merging.checkpoint import MergeError
+from mmret.merging.methods import ties_kernels
 from mmret.merging.methods.base import (
     MergeMethod,
     check_fraction,
     check_weights,
     register_method,
+    work_dtype,
 )
 
 
@@ -68,12 +76,40 @@ class Ties(MergeMethod):
             raise MergeError(f"scale (lambda) = {scale} is out of range (expected 0 < x <= 100)")
         self.scale = float(scale)
         self.weights = list(weights) if weights is not None else None
+        self._use_kernels = True
 
     def model_weights(self, n: int) -> list[float]:
         return check_weights(self.weights, n) or [1.0] * n
 
     def merge_tensor(self, key: str, base: torch.Tensor, deltas: Sequence[torch.Tensor],
                      weights: Sequence[float]) -> torch.Tensor:
+        if (self._use_kernels and base.numel() > 0 and ties_kernels.available()
+                and work_dtype(base) == base.dtype):
+            return self._merge_kernels(base, deltas, weights)
         trimmed = torch.stack([trim_top_k(d, self.density) for d in deltas])
         mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=trimmed.dtype))
         return (base + self.scale * mixed).to(base.dtype)
+
+    def _merge_kernels(self, base: torch.Tensor, deltas: Sequence[torch.Tensor],
+                       weights: Sequence[float]) -> torch.Tensor:
+        """The numba path of :meth:`merge_tensor` (same result, see module docstring)."""
+        dtype, n = base.dtype, base.numel()
+        k = max(1, int(self.density * n))
+        flats, thresholds = [], np.zeros(len(deltas), dtype=np.float64)
+        for i, d in enumerate(deltas):
+            flat = d.to(dtype).reshape(-1).contiguous()
+            if self.density < 1:
+                thr, count = ties_kernels.kth_largest_abs(flat.numpy(), k)
+                if count < 0:  # the sampled bracket missed: exact kthvalue
+                    magnitude = flat.abs()
+                    thr = float(torch.kthvalue(magnitude, n - k + 1).values)
+                    count = int((magnitude >= thr).sum())
+                if count != k:  # ties at the threshold: the stable-sort trim, kept as is
+                    flat, thr = trim_top_k(flat, self.density), 0.0
+                thresholds[i] = thr
+            flats.append(flat)
+        out = torch.empty(n, dtype=dtype)
+        ties_kernels.ties_merge(out.numpy(), base.reshape(-1).contiguous().numpy(),
+                                tuple(f.numpy() for f in flats), thresholds,
+                                np.asarray(weights, dtype=np.float64), self.scale)
+        return out.reshape(base.shape)

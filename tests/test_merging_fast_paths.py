@@ -1,0 +1,134 @@
+"""The fast paths of the static merges give the results of their plain definitions:
+TIES' numba kernels = the torch code (and ``torch.kthvalue``), DARE's samplers draw an
+exact Bernoulli(1 − p) mask (``uniform`` bit-equal to ``torch.bernoulli``), DARE's sparse
+merge = the dense one with the same masks, SLERP's batched Gram matrices and coefficients =
+the per-tensor ones. Tolerance 1e-6 as tests/test_merging_methods.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmret.merging.methods import create_method, ties_kernels
+from mmret.merging.methods.dare import drop_and_rescale, kept_positions
+from mmret.merging.slerp import compose_coefficients, gram_matrix
+from mmret.merging.task_vectors import TaskVectors
+
+TOL = 1e-6
+needs_numba = pytest.mark.skipif(not ties_kernels.available(), reason="numba not installed")
+
+
+def make_tv(shapes: dict, n: int = 3, seed: int = 0, dtype=torch.float32) -> TaskVectors:
+    g = torch.Generator().manual_seed(seed)
+    base = {k: torch.randn(s, generator=g, dtype=dtype) for k, s in shapes.items()}
+    vectors = [{k: torch.randn(s, generator=g, dtype=dtype) for k, s in shapes.items()}
+               for _ in range(n)]
+    return TaskVectors(base, vectors, {}, [f"m{i}" for i in range(n)], ["-"] * n, "-")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kth_largest_abs_is_exact_on_sampled_and_whole_paths(dtype):
+    g = torch.Generator().manual_seed(1)
+    cases = [torch.randn(100_000, generator=g, dtype=dtype),            # sampled bracket
+             torch.rand(50_000, generator=g, dtype=dtype).pow(8) - 0.5,  # skewed
+             torch.randn(5_000, generator=g, dtype=dtype)]               # sorted whole
+    for x in cases:
+        for density in (0.001, 0.2, 0.5, 0.99):
+            k = max(1, int(density * x.numel()))
+            thr, count = ties_kernels.kth_largest_abs(x.numpy(), k)
+            ref = torch.kthvalue(x.abs(), x.numel() - k + 1).values.item()
+            assert thr == ref and count == int((x.abs() >= ref).sum())
+    # a strided sample that misses the data (every sampled element 0): the bracket reports
+    # a miss, the caller falls back to kthvalue
+    x = torch.randn(100_000, generator=g, dtype=dtype)
+    x[:: x.numel() // ties_kernels.SAMPLE] = 0
+    assert math.isnan(ties_kernels.kth_largest_abs(x.numpy(), 20_000)[0])
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ties_kernels_equal_the_torch_path(dtype):
+    shapes = {"big": (600, 300), "bias": (384,), "tiny": (1,), "odd": (7, 3)}
+    tv = make_tv(shapes, dtype=dtype)
+    tv.vectors[0]["odd"] = torch.round(tv.vectors[0]["odd"])       # ties at the threshold
+    sampled_miss = tv.vectors[1]["big"].reshape(-1)
+    sampled_miss[:: sampled_miss.numel() // ties_kernels.SAMPLE] = 0  # bracket misses
+    for density in (0.01, 0.2, 0.7, 1.0):
+        method = create_method("ties", density=density, scale=0.7, weights=[1.0, 0.0, 1.4])
+        fast = method(tv).tensors
+        method._use_kernels = False
+        plain = method(tv).tensors
+        for key in shapes:
+            assert fast[key].dtype == dtype
+            assert (fast[key] - plain[key]).abs().max().item() < TOL, (density, key)
+        assert "_use_kernels" not in method.options()
+
+
+def test_dare_uniform_sampler_draws_torch_bernoulli_mask():
+    x = torch.randn(300, 70, generator=torch.Generator().manual_seed(2))
+    for dtype in (torch.float32, torch.float64):
+        d = x.to(dtype)
+        ours = drop_and_rescale(d, 0.7, "none", torch.Generator().manual_seed(5),
+                                sampler="uniform")
+        mask = torch.bernoulli(torch.full_like(d, 0.3), generator=torch.Generator()
+                               .manual_seed(5))
+        assert torch.equal(ours, d * mask)
+
+
+def test_dare_gap_sampler_is_bernoulli():
+    g = torch.Generator().manual_seed(3)
+    n, keep, rounds = 20_000, 0.1, 50
+    hits = torch.zeros(n)
+    firsts = []
+    for _ in range(rounds):
+        pos = kept_positions(n, keep, g)
+        assert torch.all(pos[1:] > pos[:-1]) and pos[0] >= 0 and pos[-1] < n
+        hits[pos] += 1
+        firsts.append(int(pos[0]))
+    sd = math.sqrt(keep * (1 - keep) / (n * rounds))
+    assert abs(hits.mean().item() / rounds - keep) < 5 * sd           # the kept fraction
+    # positions are uniform over the tensor (each half keeps its share)
+    half = hits[: n // 2].mean().item() / rounds - hits[n // 2:].mean().item() / rounds
+    assert abs(half) < 5 * sd * math.sqrt(4)
+    # gaps are geometric: P(first kept index ≥ j) = (1 − keep)^j; check the mean
+    firsts = [int(kept_positions(1000, 0.3, g)[0]) for _ in range(2000)]
+    mean, expected = sum(firsts) / len(firsts), (1 - 0.3) / 0.3
+    assert abs(mean - expected) < 5 * math.sqrt(0.7) / 0.3 / math.sqrt(len(firsts))
+    assert kept_positions(0, 0.1, g).numel() == 0
+
+
+@pytest.mark.parametrize("rescale", ["inverse", "l1", "none"])
+def test_dare_sparse_merge_equals_dense_with_the_same_masks(rescale):
+    tv = make_tv({"w": (200, 64), "b": (64,)}, seed=4, dtype=torch.float64)
+    method = create_method("dare", drop=0.9, rescale=rescale, scale=0.8,
+                           weights=[1.0, 0.5, 2.0], seed=7)
+    assert method.sampler == "auto"                         # gaps at 1 − p = 0.1
+    sparse = method(tv).tensors
+    g = torch.Generator().manual_seed(7)                    # the same draws, densely
+    for key, theta0 in tv.base.items():
+        dense = theta0.clone()
+        for w, vec in zip([1.0, 0.5, 2.0], tv.vectors, strict=True):
+            dense += 0.8 * w * drop_and_rescale(vec[key], 0.9, rescale, g, sampler="gaps")
+        assert (sparse[key] - dense).abs().max().item() < TOL, key
+    kept = drop_and_rescale(tv.vectors[0]["w"], 0.9, "inverse", torch.Generator()
+                            .manual_seed(0), sampler="gaps")
+    nz = kept != 0
+    assert torch.allclose(kept[nz], tv.vectors[0]["w"][nz] * 10, rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_slerp_batched_per_tensor_equals_per_tensor_composition(normalize):
+    shapes = {"big": (300, 250), "w1": (16, 8), "w2": (16, 8), "b1": (8,), "b2": (5,)}
+    tv = make_tv(shapes, n=3, seed=5, dtype=torch.float64)
+    weights = [1.0, 2.0, 0.5]
+    out = create_method("slerp", weights=weights, normalize=normalize, scale=0.9)(tv).tensors
+    norms = torch.tensor(tv.norms(), dtype=torch.float64) if normalize else torch.ones(3)
+    for key, theta0 in tv.base.items():
+        vs = [v[key] for v in tv.vectors]
+        gram = gram_matrix(vs) / (norms[:, None] * norms[None, :])
+        c = compose_coefficients(gram, torch.tensor(weights, dtype=torch.float64)) / norms
+        ref = theta0 + 0.9 * sum(ci * v for ci, v in zip(c.tolist(), vs, strict=True))
+        assert (out[key] - ref).abs().max().item() < TOL, key
