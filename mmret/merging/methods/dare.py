@@ -100,7 +100,7 @@ def drop_and_rescale(delta: torch.Tensor, drop: float, rescale: str,
     if resolve_sampler(sampler, drop) == "gaps":
         flat = work.reshape(-1)
         pos = kept_positions(flat.numel(), 1.0 - drop, generator)
-        values = flat[pos]
+        values = flat.index_select(0, pos)
         kept = torch.zeros_like(flat)
         kept[pos] = values * rescale_factor(flat, values, drop, rescale, eps)
         return kept.reshape(delta.shape).to(delta.dtype)
@@ -156,7 +156,7 @@ class Dare(MergeMethod):
         for w, d in zip(weights, deltas, strict=True):
             flat = d.to(dtype).reshape(-1)
             pos = kept_positions(flat.numel(), 1.0 - self.drop, self._generator)
-            values = flat[pos]
+            values = flat.index_select(0, pos)
             r = rescale_factor(flat, values, self.drop, self.rescale)
             flat_out.index_add_(0, pos, values, alpha=float(self.scale * w * r))
         return out.to(base.dtype)
