@@ -7,8 +7,8 @@
    (≥ 0.5 is the target: the merge runs at least half as fast as the bare additions).
 2. Peak memory of an N-model merge from checkpoint files (read, task vectors, merge,
    write: ``mmret.merging.merge_checkpoints``), in a fresh child process per method: peak
-   RSS (VmHWM) minus the RSS before the files are read (after a warm-up merge of one-tensor
-   files, so imports are not counted), in units of one model's bytes (target ≤ N + 2).
+   RSS (VmHWM) minus the RSS before the files are read (after a warm-up merge by the same
+   method of one-tensor files, so imports and compiled kernels are not counted), in units of one model's bytes (target ≤ N + 2).
    RSS includes the file-backed pages of the safetensors files being read.
 3. A Self Positioning step (merge the tensors with the current (a, λ), functional_call
    forward, backward into N + 1 scalars, SGD step) against an ordinary training step
@@ -153,21 +153,23 @@ def rss(field):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
 tmp = Path({str(tmp)!r})
-# warm-up on a one-tensor copy: every module the merge imports is loaded before measuring
+# warm-up: the same method on one-tensor copies of N + 1 models, so every module the merge
+# imports (and any kernel it compiles) is loaded before measuring
 import gc, shutil, torch
 from safetensors.torch import save_file
 from mmret.checkpoint import write_manifest
-for i in range(2):
+name, options = {method!r}, {json.dumps(METHODS[method])}
+for i in range({n} + 1):
     d = tmp / f'warm{{i}}'
     d.mkdir()
-    save_file({{'w': torch.full((4,), float(i))}}, str(d / 'model.safetensors'))
+    save_file({{'w': torch.arange(4.0) * (i + 1)}}, str(d / 'model.safetensors'))
     (d / 'towers.json').write_text(json.dumps({{'name': 'bench', 'kwargs': {{}}}}))
     write_manifest(d, ['model.safetensors', 'towers.json'])
-merge_checkpoints([tmp / 'warm1'], tmp / 'warm_out', 'average', base=tmp / 'warm0')
+merge_checkpoints([tmp / f'warm{{i}}' for i in range(1, {n} + 1)], tmp / 'warm_out',
+                  'slerp' if name.startswith('slerp') else name, base=tmp / 'warm0', **options)
 gc.collect()
 start = rss('VmRSS')
 models = [tmp / f'm{{i}}' for i in range(1, {n} + 1)]
-name, options = {method!r}, {json.dumps(METHODS[method])}
 merge_checkpoints(models, tmp / 'out', 'slerp' if name.startswith('slerp') else name,
                   base=tmp / 'm0', **options)
 print(json.dumps({{'start': start, 'peak': rss('VmHWM')}}))

@@ -7,7 +7,7 @@ Two kernels, both single passes over memory:
   ``[lo, hi]`` of ±(4σ + 2) sample ranks around it is taken (σ = the binomial spread of a
   sample rank), one pass counts ``|x| > hi`` and gathers the few ``lo ≤ |x| ≤ hi``, and
   ``np.partition`` finds the k-th among those. If the bracket misses (the count above ``hi``
-  is already ≥ k, or the gathered ones do not reach k, or the buffer overflows) it returns
+  is already ≥ k, or the gathered ones do not reach k) it returns
   ``nan`` and the caller uses the exact ``torch.kthvalue`` — the result is exact either way.
   Tensors of at most ``2·SAMPLE`` elements are sorted whole.
 * :func:`ties_merge` — sign election and disjoint mean of all N trimmed deltas fused into
@@ -16,7 +16,10 @@ Two kernels, both single passes over memory:
   Σ_{…} w_i`` (0 → 1).
 
 numba is not a dependency of mmret: :func:`available` says whether it imports; the kernels
-are compiled on first use (and cached on disk by numba).
+are compiled on first use (a few seconds; cached on disk by numba). Measured on one 2-core
+CPU thread for a 1536×384 float32 tensor: the threshold pass ≈ 1.2–1.7 ms per model (vs
+``torch.kthvalue`` ≈ 12 ms), the fused merge of 3 models ≈ 2.1 ms (vs one ``add_`` ≈ 0.1 ms
+and the output's first touch ≈ 1 ms).
 
 Example::
 
