@@ -134,3 +134,31 @@ def test_bad_fusion_and_data_are_errors(setup):
                      EvalOptions(tokenizer=towers.tokenizer, extra={"fusion": "max"}))
     with pytest.raises(TypeError, match="ImageTextEvalSet"):
         run_protocol("text_to_image", towers.model, [1, 2], EvalOptions(tokenizer=towers.tokenizer))
+
+
+def test_fusion_is_a_config_key(setup):
+    """``+eval.options.fusion=rrf`` in the real composed config reaches the protocol: the same
+    metrics as ``EvalOptions(extra={"fusion": "rrf"})``, unlike the default (dense only)."""
+    from hydra import compose, initialize_config_dir
+
+    from mmret.engine.config import ConfigError, eval_config
+    from mmret.engine.evaluation import eval_options
+    from tests.test_configs import conf_dir
+
+    towers, data = setup
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        fused_cfg = compose("train", overrides=["+eval.options.fusion=rrf", "eval.batch_size=7"])
+        plain_cfg = compose("train", overrides=["eval.batch_size=7"])
+        bad_cfg = compose("train", overrides=["+eval.options.out_dir=/tmp/x"])
+    runs = {}
+    for name, cfg in (("fused", fused_cfg), ("plain", plain_cfg)):
+        options = eval_options(eval_config(cfg.eval), towers.tokenizer, torch.device("cpu"))
+        runs[name], _ = run_protocol("text_to_image", towers.model, data, options)
+    direct, _ = run_protocol("text_to_image", towers.model, data, EvalOptions(
+        tokenizer=towers.tokenizer, batch_size=7, extra={"fusion": "rrf"}))
+    assert runs["fused"] == direct
+    assert "bm25/ndcg@10" in runs["fused"] and "bm25/ndcg@10" not in runs["plain"]
+    assert runs["plain"]["ndcg@10"] == pytest.approx(runs["fused"]["dense/ndcg@10"], abs=1e-12)
+    assert runs["plain"]["ndcg@10"] != pytest.approx(runs["fused"]["ndcg@10"], abs=1e-6)
+    with pytest.raises(ConfigError, match="eval.options.out_dir"):
+        eval_config(bad_cfg.eval)

@@ -166,6 +166,10 @@ class EvalConfig:
             (``null``: derived from the training data, e.g. ``zero-shot from English`` or
             ``all-language fine-tuning``).
         mrv_dispersion: ``std`` (the reference) or ``var`` for the Mean Rank Variance.
+        options: protocol options passed to every protocol as ``EvalOptions.extra`` (each
+            protocol reads its own keys and names a bad value), e.g. ``+eval.options.fusion=rrf``
+            for ``text_to_image`` (RRF with a caption BM25 route), ``+eval.options.k=100``
+            (new keys take Hydra's ``+``).
         distributed: under torchrun, every process encodes its share of the evaluation
             images and texts and the features are gathered (same metrics as one process,
             exactly; docs/DESIGN.md "Scaling"); ``false``: rank 0 evaluates alone.
@@ -179,6 +183,7 @@ class EvalConfig:
     during_training_protocols: list[str] | None = None
     setting: str | None = None
     mrv_dispersion: str = "std"
+    options: dict[str, Any] = field(default_factory=dict)
     distributed: bool = True
 
 
@@ -353,6 +358,10 @@ RETIRED_DATA_KEYS = {
 }
 
 
+#: ``EvalOptions.extra`` keys that mmret fills itself (not settable through eval.options)
+RESERVED_EVAL_OPTIONS = frozenset({"mrv_dispersion", "out_dir"})
+
+
 def eval_config(node: DictConfig | dict | EvalConfig) -> EvalConfig:
     cfg = node if isinstance(node, EvalConfig) else _structured(node, EvalConfig, "eval")
     if cfg.batch_size < 1 or (cfg.chunk_size is not None and cfg.chunk_size < 1):
@@ -363,6 +372,11 @@ def eval_config(node: DictConfig | dict | EvalConfig) -> EvalConfig:
         raise ConfigError(
             f"eval.mrv_dispersion: expected one of {DISPERSIONS}, got {cfg.mrv_dispersion!r}"
         )
+    reserved = sorted(set(cfg.options) & RESERVED_EVAL_OPTIONS)
+    if reserved:
+        raise ConfigError(f"eval.options.{reserved[0]}: set by mmret itself "
+                          f"({', '.join(sorted(RESERVED_EVAL_OPTIONS))}); use "
+                          "eval.mrv_dispersion or leave it out")
     return cfg
 
 

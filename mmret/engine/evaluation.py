@@ -43,7 +43,7 @@ def eval_options(
         chunk_size=ecfg.chunk_size or DEFAULT_CHUNK_SIZE,
         device=device,
         autocast=autocast,
-        extra={"mrv_dispersion": ecfg.mrv_dispersion,
+        extra={**dict(ecfg.options), "mrv_dispersion": ecfg.mrv_dispersion,
                **({"out_dir": str(out_dir)} if out_dir is not None else {})},
         task=task,
     )

@@ -105,7 +105,8 @@ def text_to_image(model: nn.Module, data: ImageTextEvalSet | RetrievalSet, optio
     metrics = list(options.extra.get("metrics", DEFAULT_IR_METRICS))
     fusion = options.extra.get("fusion")
     if fusion not in (None, "none", "rrf"):
-        raise ValueError(f"text_to_image: options.extra['fusion'] must be null, 'none' or "
+        raise ValueError(f"text_to_image: eval.options.fusion (EvalOptions.extra['fusion']) "
+                         f"must be null, 'none' or "
                          f"'rrf', got {fusion!r}")
     gallery, queries, qrels = image_gallery(data)
     with torch.no_grad():
