@@ -216,6 +216,10 @@ def test_bad_input_names_the_id():
         BM25Route([*docs, Document("e", "  ")])
     kept = BM25Route([*docs, Document("e", "  ")], on_empty="skip")
     assert len(kept) == 6
+    # EasyRAG's route 2 over texts without a knowledge path: named, not a division by zero
+    for backend in ("bm25s", "rank_bm25"):
+        with pytest.raises(ValueError, match="every document has an empty text"):
+            BM25Route([Document("p", ""), Document("q", " ")], backend=backend, on_empty="skip")
     route = BM25Route(docs)
     with pytest.raises(ValueError, match="query 'b' \\(position 1\\) has an empty text"):
         route.search([Query("a", "cat"), Query("b", "")], 3)
