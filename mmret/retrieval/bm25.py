@@ -54,7 +54,7 @@ from mmret.retrieval.checks import check_documents, check_queries
 from mmret.retrieval.filters import make_filter
 from mmret.retrieval.fingerprint import (
     IndexMismatchError,
-    check_fingerprint,
+    check_saved_folder,
     corpus_digest,
     text_hashes,
 )
@@ -306,23 +306,8 @@ class BM25Route:
         return cls(documents, index_path=path, **settings)
 
     def _load_into(self, folder: Path) -> None:
-        from mmret.index.errors import IndexFileError
-        from mmret.index.storage import verify_files
-
-        meta_path = folder / "meta.json"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexFileError(f"{meta_path}: not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise IndexFileError(f"{meta_path}: not a saved BM25 index (format "
-                                 f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
-                                 f"expected {FORMAT!r})")
-        verify_files(folder, meta)
-        saved_ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-        saved_hashes = np.load(folder / "text_hashes.npy", allow_pickle=False)
-        check_fingerprint(f"bm25 index {folder}", meta["settings"], self.settings, saved_ids,
-                          saved_hashes, [d.id for d in self.documents], self._hashes)
+        check_saved_folder(folder, FORMAT, "BM25 index", self.settings,
+                           [d.id for d in self.documents], self._hashes)
         if self.backend == "bm25s":
             bm25s = require("bm25s", "retrieval", "the BM25 route (backend=bm25s)")
             engine = bm25s.BM25.load(str(folder), mmap=False, load_vocab=True,

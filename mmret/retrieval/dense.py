@@ -48,7 +48,7 @@ import torch
 from mmret.retrieval.base import register_route
 from mmret.retrieval.checks import check_documents, check_queries
 from mmret.retrieval.filters import make_filter
-from mmret.retrieval.fingerprint import check_fingerprint, corpus_digest, text_hashes
+from mmret.retrieval.fingerprint import check_saved_folder, corpus_digest, text_hashes
 from mmret.retrieval.ranking import CorpusIds, boundary_ties, ranked_run, topk_rows
 from mmret.retrieval.text import DEFAULT_TEMPLATE, document_texts
 from mmret.retrieval.types import Document, Query, Run
@@ -205,22 +205,9 @@ class DenseRoute:
 
     def _load_features(self, folder: Path) -> np.ndarray:
         from mmret.index.errors import IndexFileError
-        from mmret.index.storage import verify_files
 
-        meta_path = folder / "meta.json"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexFileError(f"{meta_path}: not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise IndexFileError(f"{meta_path}: not a saved dense route (format "
-                                 f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
-                                 f"expected {FORMAT!r})")
-        verify_files(folder, meta)
-        saved_ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-        saved_hashes = np.load(folder / "text_hashes.npy", allow_pickle=False)
-        check_fingerprint(f"dense index {folder}", meta["settings"], self.settings, saved_ids,
-                          saved_hashes, [d.id for d in self.documents], self._hashes)
+        check_saved_folder(folder, FORMAT, "dense route", self.settings,
+                           [d.id for d in self.documents], self._hashes)
         feats = np.load(folder / "features.npy", allow_pickle=False)
         if feats.dtype != np.float32 or feats.ndim != 2 or feats.shape[0] != len(self.documents):
             raise IndexFileError(f"{folder / 'features.npy'}: expected float32[{len(self.documents)}"

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["IndexMismatchError", "check_fingerprint", "corpus_digest", "text_hashes"]
+__all__ = ["IndexMismatchError", "check_fingerprint", "check_saved_folder", "corpus_digest",
+           "text_hashes"]
 
 
 class IndexMismatchError(ValueError):
@@ -68,3 +70,29 @@ def check_fingerprint(where: str, saved_settings: Mapping[str, Any], settings: M
         raise IndexMismatchError(f"{where}: the text of document {ids[first]!r} (position "
                                  f"{first}) differs from the indexed one ({changed.size} "
                                  "document(s) changed)")
+
+
+def check_saved_folder(folder: Path, fmt: str, what: str, settings: Mapping[str, Any],
+                       ids: Sequence[str], hashes: np.ndarray) -> dict[str, Any]:
+    """Read and check a saved route's ``meta.json`` in ``folder``: valid JSON of format
+    ``fmt`` (else :class:`~mmret.index.errors.IndexFileError` naming ``what``), files as its
+    manifest lists them, then :func:`check_fingerprint` against ``settings``, ``ids`` and
+    ``hashes``. Returns the metadata."""
+    from mmret.index.errors import IndexFileError
+    from mmret.index.storage import verify_files
+
+    meta_path = folder / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFileError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise IndexFileError(f"{meta_path}: not a saved {what} (format "
+                             f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
+                             f"expected {fmt!r})")
+    verify_files(folder, meta)
+    saved_ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+    saved_hashes = np.load(folder / "text_hashes.npy", allow_pickle=False)
+    check_fingerprint(f"{what} {folder}", meta["settings"], settings, saved_ids, saved_hashes,
+                      ids, hashes)
+    return meta
