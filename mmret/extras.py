@@ -41,6 +41,7 @@ EXTRAS: dict[str, str] = {
     "retrieval": "retrieval pipelines (BM25 routes, jieba, sparse indexes)",
     "llm": "LoRA training of LLM text towers (peft)",
     "sql": "text-to-SQL value retrieval and mismatch detection (sqlglot, rapidfuzz)",
+    "merge": "exact numba kernels for TIES merges (optional; torch gives the same result)",
     "gpu-rerank": "FlagEmbedding's layer-wise LLM reranker",
 }
 

@@ -15,8 +15,8 @@ Two kernels, both single passes over memory:
   ``γ = sign(Σ w_i τ̂_i)`` (0 → +), ``θ = θ_0 + λ Σ_{sign(w_i τ̂_i)=γ} w_i τ̂_i /
   Σ_{…} w_i`` (0 → 1).
 
-numba is not a dependency of mmret: :func:`available` says whether it imports; the kernels
-are compiled on first use (a few seconds; cached on disk by numba). Measured on one 2-core
+numba is the optional ``merge`` extra (``pip install mmret[merge]``; ``make setup`` has it):
+:func:`available` says whether it imports; the kernels are compiled on first use (a few seconds; cached on disk by numba). Measured on one 2-core
 CPU thread for a 1536×384 float32 tensor: the threshold pass ≈ 1.2–1.7 ms per model (vs
 ``torch.kthvalue`` ≈ 12 ms), the fused merge of 3 models ≈ 2.1 ms (vs one ``add_`` ≈ 0.1 ms
 and the output's first touch ≈ 1 ms).
