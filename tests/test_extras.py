@@ -30,9 +30,9 @@ CORE_USAGE = Path(__file__).resolve().parent / "core_usage.py"
 OPTIONAL_DISTRIBUTIONS = {"hydra-core", "omegaconf", "wandb", "matplotlib", "sentence-transformers",
                           "tensorboard", "webdataset", "wids", "pandas", "braceexpand", "rich"}
 #: extras that are not a feature of mmret (tools, aggregates, hardware)
-NON_FEATURE_EXTRAS = {"all", "test", "dev", "gpu", "gpu-rerank"}
+NON_FEATURE_EXTRAS = {"all", "test", "dev", "gpu"}
 #: extras for a GPU machine, which ``all`` and ``make setup`` leave out
-HARDWARE_EXTRAS = {"gpu", "gpu-rerank"}
+HARDWARE_EXTRAS = {"gpu"}
 
 
 def _canonical(name: str) -> str:
@@ -221,7 +221,7 @@ def test_every_require_call_names_an_extra_that_installs_the_module():
         if module in DISTRIBUTIONS:
             distributions = {DISTRIBUTIONS[module]}
         else:
-            # not installed here (a hardware extra, e.g. gpu-rerank): the import's own name
+            # not installed here (a hardware extra, e.g. gpu): the import's own name
             distributions = set(provided.get(module.split(".")[0], [module.split(".")[0]]))
         assert {_canonical(d) for d in distributions} & _expand({extra}, table), (
             f"{path}:{line}: require({module!r}, {extra!r}) but [{extra}] does not install "

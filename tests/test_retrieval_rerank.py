@@ -1,6 +1,7 @@
 """Rerankers: a tiny random BERT cross-encoder (scores = its own predict, batching by
 length changes nothing), the bi-encoder rescorer (cosine), the layer-wise LLM reranker's
-early exit (CPU: the rule and the layer choice with a stub scorer; the real model: GPU)."""
+early exit (CPU: the rule and the layer choice with a stub scorer, and FlagEmbedding's own
+layer-wise MiniCPM at tiny random size; the real bge-reranker-v2-minicpm-layerwise: GPU)."""
 
 from __future__ import annotations
 
@@ -160,6 +161,105 @@ def test_layerwise_early_exit_picks_the_layer_per_query():
     assert no_exit.scorer.calls == [(28, 4), (28, 3)]
     with pytest.raises(ValueError, match="early_exit must be"):
         LayerwiseLLMReranker(scorer=stub, early_exit="always")
+
+
+FLAG_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an "
+               "answer to the query by providing a prediction of either 'Yes' or 'No'.")
+
+
+@pytest.fixture(scope="module")
+def tiny_layerwise_model(tmp_path_factory):
+    """A randomly initialised 4-layer layer-wise MiniCPM (FlagEmbedding's own model class,
+    heads from layer 1) with a word-level tokenizer, saved to a folder."""
+    pytest.importorskip("FlagEmbedding", reason="FlagEmbedding is not installed (gpu-rerank)")
+    import torch
+    from FlagEmbedding.inference.reranker.decoder_only.models import (
+        configuration_minicpm_reranker,
+        modeling_minicpm_reranker,
+    )
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mmret.retrieval.flag_layerwise import compat_config
+
+    folder = tmp_path_factory.mktemp("tiny_layerwise")
+    words = {w for t in [*TEXTS, FLAG_PROMPT, "A: where is the cat", "B: dog park code"]
+             for w in t.split()}
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", "<pad>", "\n",
+                                         *sorted(words)])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>", unk_token="<unk>")
+    assert tok.unk_token_id not in tok("A: where is the cat", add_special_tokens=False).input_ids
+    tok.save_pretrained(str(folder))
+    config = configuration_minicpm_reranker.LayerWiseMiniCPMConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+        start_layer=1, head_multi=True, head_type="simple", bos_token_id=1, eos_token_id=2,
+        pad_token_id=3, initializer_range=0.3)
+    torch.manual_seed(0)
+    # no tied weights, as mmret.retrieval.flag_layerwise loads it (transformers 5)
+    model_class = type("TinyLayerWise", (modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM,),
+                       {"_tied_weights_keys": {}})
+    model = model_class(compat_config(config)).eval()
+    model.save_pretrained(str(folder))
+    return str(folder), tok, model
+
+
+def reference_layer_score(model, tok, query: str, passage: str, layer: int) -> float:
+    """FlagEmbedding's input, written out (bos, "A: "+query, "\\n", "B: "+passage, "\\n",
+    prompt), one pair unpadded; score = layer ``layer``'s head at the last token."""
+    import torch
+
+    def ids(text):
+        return tok(text, add_special_tokens=False).input_ids
+
+    seq = [tok.bos_token_id, *ids("A: " + query), *ids("\n"), *ids("B: " + passage),
+           *ids("\n"), *ids(FLAG_PROMPT)]
+    x = torch.tensor([seq])
+    with torch.no_grad():
+        out = model(input_ids=x, attention_mask=torch.ones_like(x), output_hidden_states=True,
+                    cutoff_layers=[layer])
+    return float(out.logits[0][0, -1])
+
+
+def test_layerwise_llm_reranker_tiny_random_model(tiny_layerwise_model):
+    """The real FlagEmbedding path on CPU: mmret loads the model beside transformers 5, its
+    scores at each layer equal the written-out single-pair computation (padding, sorting by
+    length and batching change nothing), the layers differ, and early exit picks them."""
+
+    folder, tok, model = tiny_layerwise_model  # the reference: the model as built, not loaded
+    full = LayerwiseLLMReranker(model=folder, cutoff_layer=4, early_exit=None, batch_size=2,
+                                max_length=64, use_bf16=False)
+    cands = [["d0", "d2", "d5", "d1"], ["d1", "d2", "d4"]]  # candidate_run()'s ids
+    pairs = [(q.text, BY_ID[d].text) for q, ids in zip(QUERIES, cands, strict=True) for d in ids]
+    ref = {layer: np.array([reference_layer_score(model, tok, q, p, layer) for q, p in pairs])
+           for layer in (2, 4)}
+    assert np.abs(ref[2] - ref[4]).max() > 1e-3  # the exit layer's head is another score
+    for layer in (2, 4):
+        np.testing.assert_allclose(full._score(pairs, layer), ref[layer], rtol=1e-4, atol=1e-5)
+    out = full.rerank(QUERIES, candidate_run(), BY_ID, depth=4)
+    start = 0
+    for row, ids in enumerate(cands):
+        scores = ref[4][start:start + len(ids)]
+        start += len(ids)
+        order = np.argsort(-scores, kind="stable")
+        assert [d for d, _ in out.hits(row)] == [ids[i] for i in order]
+        np.testing.assert_allclose([s for _, s in out.hits(row)], scores[order], rtol=1e-4,
+                                   atol=1e-5)
+    # early exit with the real scores: threshold 0 always exits (layer 2 throughout),
+    # threshold 1.01 never does (layer 4)
+    always = LayerwiseLLMReranker(model=folder, cutoff_layer=4, early_exit="max_prob",
+                                  exit_layer=2, threshold=0.0, batch_size=2, use_bf16=False)
+    got = always.rerank(QUERIES, candidate_run(), BY_ID, depth=4)
+    assert always.exited == [True, True]
+    assert sorted(s for _, s in got.hits(0)) == pytest.approx(sorted(ref[2][:4]), abs=1e-5)
+    never = LayerwiseLLMReranker(model=folder, cutoff_layer=4, early_exit="entropy",
+                                 exit_layer=2, threshold=1.01, batch_size=2, use_bf16=False)
+    got = never.rerank(QUERIES, candidate_run(), BY_ID, depth=4)
+    assert never.exited == [False, False]
+    assert sorted(s for _, s in got.hits(1)) == pytest.approx(sorted(ref[4][4:]), abs=1e-5)
 
 
 def test_layerwise_without_flagembedding_says_how_to_install():

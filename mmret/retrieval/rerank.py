@@ -17,8 +17,9 @@ the batching beyond float rounding.
   query, the first batch is scored at ``exit_layer`` (12); softmax over that batch's scores
   ``p``; mode ``"max_prob"`` exits when ``max p >= threshold`` (0.4), mode ``"entropy"``
   when the normalised entropy ``-Σ p ln p / ln n >= threshold``; an exited query is
-  scored at ``exit_layer`` throughout. FlagEmbedding is the extra ``gpu-rerank``, left out of ``make setup`` (it pulls
-  datasets/pyarrow and GPU-sized models): ``pip install 'mmret[gpu-rerank]'``.
+  scored at ``exit_layer`` throughout. FlagEmbedding is the extra ``gpu-rerank``
+  (``pip install 'mmret[gpu-rerank]'``; ``make setup`` installs it); its model is loaded
+  beside transformers 5 by :mod:`mmret.retrieval.flag_layerwise`.
 
 Passage text is a template over the document (:mod:`mmret.retrieval.text`): EasyRAG
 reranks ``"###\\n{path}\\n\\n{text}"``.
@@ -239,10 +240,9 @@ class LayerwiseLLMReranker(PairReranker):
         self.max_length = int(max_length)
         self.exited: list[bool] = []
         if scorer is None:
-            from mmret.extras import require
+            from mmret.retrieval.flag_layerwise import load_layerwise_reranker
 
-            flag = require("FlagEmbedding", "gpu-rerank", "the layer-wise LLM reranker")
-            scorer = flag.LayerWiseFlagLLMReranker(model, use_bf16=use_bf16)
+            scorer = load_layerwise_reranker(model, use_bf16=use_bf16)
         self.scorer = scorer
 
     def _score(self, pairs: list[tuple[str, str]], layer: int) -> np.ndarray:
