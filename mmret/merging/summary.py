@@ -31,7 +31,8 @@ def _scores(out: Path, name: str) -> dict[str, float]:
     return scores
 
 
-def _wall_times(out: Path) -> dict[str, float]:
+def wall_times(out: Path) -> dict[str, float]:
+    """``name -> seconds`` from the ``train|merge <name>: <s> s wall`` lines of the scripts' logs."""
     found = {}
     for log in sorted(out.glob("*.log")):
         for m in re.finditer(r"(?:train|merge) (\S+): ([0-9.]+) s wall", log.read_text()):
@@ -68,7 +69,7 @@ def _sweep_scores(out: Path, name: str, merged: bool) -> dict[str, float]:
 
 def summarize(out: str | Path) -> dict[str, Any]:
     out = Path(out)
-    walls = _wall_times(out)
+    walls = wall_times(out)
     rows = []
     names = {f.name for f in (out / "eval").iterdir()} if (out / "eval").is_dir() else set()
     names |= {f.parent.name for f in out.glob("m_*/merge.json")}

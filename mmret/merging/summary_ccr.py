@@ -15,12 +15,12 @@ mean over the folders, ± half the range when there are two or more) and writes
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from mmret.merging.summary import wall_times
 from mmret.retrieval.datasets.base import write_text_atomic
 
 LANGUAGES = ("en", "de", "fr", "cs", "zh", "ja")
@@ -54,20 +54,12 @@ def _samples(run: Path) -> tuple[int, int] | None:
     return images * k, images
 
 
-def _walls(out: Path) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for log in sorted(out.glob("*.log")):
-        for m in re.finditer(r"(?:train|merge) (\S+): ([0-9.]+) s wall", log.read_text()):
-            found[m.group(1)] = float(m.group(2))
-    return found
-
-
 def folder_rows(out: str | Path) -> dict[str, dict[str, Any]]:
     """One seed's folder: model name -> scores, samples and wall time."""
     out = Path(out)
     if not out.is_dir():
         raise FileNotFoundError(f"summary_ccr: {out} is not a folder")
-    walls = _walls(out)
+    walls = wall_times(out)
     rows: dict[str, dict[str, Any]] = {}
     for name in ORDER:
         merged = name.startswith("m_")
