@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from mmret.merging.methods import create_method, ties_kernels
+from mmret.merging.methods import create_method, dare_kernels, ties_kernels
 from mmret.merging.methods.dare import drop_and_rescale, kept_positions
 from mmret.merging.slerp import compose_coefficients, gram_matrix
 from mmret.merging.task_vectors import TaskVectors
@@ -41,11 +41,19 @@ def test_kth_largest_abs_is_exact_on_sampled_and_whole_paths(dtype):
             thr, count = ties_kernels.kth_largest_abs(x.numpy(), k)
             ref = torch.kthvalue(x.abs(), x.numel() - k + 1).values.item()
             assert thr == ref and count == int((x.abs() >= ref).sum())
-    # a strided sample that misses the data (every sampled element 0): the bracket reports
-    # a miss, the caller falls back to kthvalue
+    # brackets that miss: a strided sample of zeros only (the k-th is above it), of the
+    # largest values only (below it), ties across the bracket, all equal, all zero
     x = torch.randn(100_000, generator=g, dtype=dtype)
-    x[:: x.numel() // ties_kernels.SAMPLE] = 0
-    assert math.isnan(ties_kernels.kth_largest_abs(x.numpy(), 20_000)[0])
+    step = x.numel() // ties_kernels.SAMPLE
+    low, high, rounded = x.clone(), x.clone(), torch.round(x * 4) / 4
+    low[::step] = 0
+    high[::step] = 10 + torch.rand(high[::step].shape, generator=g, dtype=dtype)
+    sparse = torch.where(torch.rand(x.shape, generator=g, dtype=dtype) < 0.05, x, 0)
+    for y in (low, high, rounded, sparse, torch.ones_like(x), torch.zeros_like(x)):
+        for k in (1, 300, 20_000, 99_999, 100_000):
+            thr, count = ties_kernels.kth_largest_abs(y.numpy(), k)
+            ref = torch.kthvalue(y.abs(), y.numel() - k + 1).values.item()
+            assert thr == ref and count == int((y.abs() >= ref).sum()), (k, thr, ref)
 
 
 @needs_numba
@@ -65,6 +73,19 @@ def test_ties_kernels_equal_the_torch_path(dtype):
             assert fast[key].dtype == dtype
             assert (fast[key] - plain[key]).abs().max().item() < TOL, (density, key)
         assert "_use_kernels" not in method.options()
+
+
+@needs_numba
+@pytest.mark.parametrize("n_models", [1, 2, 5, ties_kernels.FUSED_MAX])
+def test_ties_fused_merge_for_each_model_count_equals_the_torch_path(n_models):
+    tv = make_tv({"w": (300, 200), "b": (64,)}, n=n_models, seed=n_models)
+    weights = [0.5 + 0.3 * i for i in range(n_models)]
+    method = create_method("ties", density=0.3, scale=1.3, weights=weights)
+    fast = method(tv).tensors
+    method._use_kernels = False
+    plain = method(tv).tensors
+    for key, value in plain.items():
+        assert (fast[key] - value).abs().max().item() < TOL, key
 
 
 def test_dare_uniform_sampler_draws_torch_bernoulli_mask():
@@ -104,8 +125,7 @@ def test_dare_gap_sampler_is_bernoulli():
 def test_dare_sparse_merge_equals_dense_with_the_same_masks(rescale):
     tv = make_tv({"w": (200, 64), "b": (64,)}, seed=4, dtype=torch.float64)
     method = create_method("dare", drop=0.9, rescale=rescale, scale=0.8,
-                           weights=[1.0, 0.5, 2.0], seed=7)
-    assert method.sampler == "auto"                         # gaps at 1 − p = 0.1
+                           weights=[1.0, 0.5, 2.0], seed=7, sampler="gaps")
     sparse = method(tv).tensors
     g = torch.Generator().manual_seed(7)                    # the same draws, densely
     for key, theta0 in tv.base.items():
@@ -132,3 +152,62 @@ def test_slerp_batched_per_tensor_equals_per_tensor_composition(normalize):
         c = compose_coefficients(gram, torch.tensor(weights, dtype=torch.float64)) / norms
         ref = theta0 + 0.9 * sum(ci * v for ci, v in zip(c.tolist(), vs, strict=True))
         assert (out[key] - ref).abs().max().item() < TOL, key
+
+
+@needs_numba
+def test_dare_hash_masks_are_iid_bernoulli_per_model_tensor_and_seed():
+    n, keep = 200_000, 0.1
+    masks = {(seed, t, i): torch.from_numpy(dare_kernels.keep_mask(n, keep, seed, t, i))
+             for seed in (0, 1) for t in (0, 1) for i in range(3)}
+    sd = math.sqrt(keep * (1 - keep) / n)
+    for key, m in masks.items():
+        assert abs(m.float().mean().item() - keep) < 5 * sd, key          # the kept fraction
+        f = m.float()
+        halves = f[: n // 2].mean() - f[n // 2:].mean()
+        assert abs(halves.item()) < 5 * sd * 2, key                       # no drift along j
+        lag1 = ((f[1:] - keep) * (f[:-1] - keep)).mean() / (keep * (1 - keep))
+        assert abs(lag1.item()) < 5 / math.sqrt(n), key                  # neighbours independent
+    keys = list(masks)
+    for a in range(len(keys)):
+        for b in range(a + 1, len(keys)):
+            both = (masks[keys[a]] & masks[keys[b]]).float().mean().item()
+            # independent streams: P(both kept) = keep², for models, tensors and seeds alike
+            assert abs(both - keep**2) < 5 * math.sqrt(keep**2 * (1 - keep**2) / n), (keys[a], keys[b])
+    assert dare_kernels.keep_mask(n, 1.0, 0, 0, 0).all()
+    assert not dare_kernels.keep_mask(n, 0.0, 0, 0, 0).any()
+
+
+@needs_numba
+@pytest.mark.parametrize("n_models", [1, 3, 4, dare_kernels.FUSED_MAX])
+@pytest.mark.parametrize("rescale,sign", [("inverse", False), ("none", False),
+                                          ("l1", False), ("inverse", True)])
+def test_dare_hash_merge_equals_the_formula_with_its_masks(n_models, rescale, sign):
+    tv = make_tv({"w": (120, 90), "b": (33,), "one": (1,)}, n=n_models, seed=6)
+    weights = [1.0 + 0.25 * i for i in range(n_models)]
+    method = create_method("dare", drop=0.8, rescale=rescale, sign=sign, scale=0.9,
+                           weights=weights, seed=13)
+    assert method.sampler == "auto"                       # hash, numba being installed
+    out = method(tv).tensors
+    for t, (key, theta0) in enumerate(tv.base.items()):
+        dropped = []
+        for i, vec in enumerate(tv.vectors):
+            v = vec[key]
+            keep = torch.from_numpy(dare_kernels.keep_mask(v.numel(), 0.2, 13, t, i))
+            kept = torch.where(keep.reshape(v.shape), v, 0.0)
+            r = {"inverse": 1 / 0.2, "none": 1.0,
+                 "l1": (v.abs().sum() / kept.abs().sum()).item() if kept.abs().sum() >= 1e-7
+                 else 1.0}[rescale]
+            dropped.append(kept * r)
+        if sign:
+            stacked = torch.stack(dropped) * torch.tensor(weights).reshape(-1, *[1] * v.dim())
+            gamma = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
+            agree = (stacked.sign() == gamma).float()
+            den = (torch.tensor(weights).reshape(-1, *[1] * v.dim()) * agree).sum(0)
+            mixed = (stacked * agree).sum(0) / torch.where(den == 0, 1.0, den)
+        else:
+            mixed = sum(w * d for w, d in zip(weights, dropped, strict=True))
+        ref = theta0 + 0.9 * mixed
+        assert (out[key] - ref).abs().max().item() < 1e-5, (key, rescale, sign)
+    again = create_method("dare", drop=0.8, rescale=rescale, sign=sign, scale=0.9,
+                          weights=weights, seed=13)(tv).tensors
+    assert all(torch.equal(again[k], out[k]) for k in out)              # seeded

@@ -229,7 +229,8 @@ def test_dare_l1_equals_mergekit_dare_linear_and_dare_ties_with_the_same_seed():
         for key in tv.base:
             single = TaskVectors({key: tv.base[key]}, [{key: v[key]} for v in tv.vectors], {},
                                  tv.names, tv.fingerprints, "-")
-            ours = create_method("dare", drop=0.6, rescale="l1", sign=sign, seed=11)(single)
+            ours = create_method("dare", drop=0.6, rescale="l1", sign=sign, seed=11,
+                                 sampler="uniform")(single)
             torch.manual_seed(11)
             ref = _mergekit_gta(mk_name).merge_group(
                 _group(single, key), **_params(single, w, density=0.4, rescale=True,

@@ -5,6 +5,13 @@
    (``out = base.clone(); out.add_(v_i, alpha=w)``, the outputs kept as a merge keeps them);
    ratio = baseline time / method time
    (≥ 0.5 is the target: the merge runs at least half as fast as the bare additions).
+   Both write a whole model of fresh outputs, and how much that costs depends on what the
+   allocator kept from the call before (page faults on new pages or reused ones: 0.02 to
+   0.08 s at 88 MB between rows of one run). So each regime runs in its own child process
+   with glibc's malloc fixed by environment (``MALLOC_MMAP_THRESHOLD_``, which also stops
+   its dynamic adjustment): ``fresh`` — every tensor is mapped anew and its pages faulted
+   in, as in a one-off ``mmret-merge``; ``reused`` — freed memory is kept and reused, as in
+   repeated merges in one process (the harder target: no page faults to share).
 2. Peak memory of an N-model merge from checkpoint files (read, task vectors, merge,
    write: ``mmret.merging.merge_checkpoints``), in a fresh child process per method: peak
    RSS (VmHWM) minus the RSS before the files are read (after a warm-up merge by the same
@@ -71,6 +78,22 @@ def timed(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+REGIMES = {"fresh": {"MALLOC_MMAP_THRESHOLD_": "131072"},
+           "reused": {"MALLOC_MMAP_THRESHOLD_": str(2**32),
+                      "MALLOC_TRIM_THRESHOLD_": str(2**36)}}
+
+
+def bench_speed_regimes(n: int, size_mb: float, repeats: int) -> dict[str, list[dict]]:
+    """:func:`bench_speed` in one child process per allocator regime (module docstring)."""
+    out = {}
+    for regime, env in REGIMES.items():
+        proc = subprocess.run([sys.executable, __file__, "--speed-child", str(n),
+                               str(size_mb), str(repeats)], capture_output=True, text=True,
+                              check=True, env={**os.environ, **env})
+        out[regime] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
 
 
 def bench_speed(n: int, size_mb: float, repeats: int) -> list[dict]:
@@ -245,14 +268,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="outputs/bench/merge.json")
     parser.add_argument("--peak-child", nargs=3, metavar=("METHOD", "N", "MB"))
+    parser.add_argument("--speed-child", nargs=3, metavar=("N", "MB", "REPEATS"))
     args = parser.parse_args()
+    if args.speed_child:
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        n, mb, repeats = args.speed_child
+        print(json.dumps(bench_speed(int(n), float(mb), int(repeats))))
+        return 0
     if args.peak_child:
         method, n, mb = args.peak_child
         print(json.dumps(_peak_child(method, int(n), float(mb))))
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     started = time.perf_counter()
-    speed = bench_speed(args.models, args.size_mb, args.repeats)
+    speed = bench_speed_regimes(args.models, args.size_mb, args.repeats)
     memory = []
     for method in METHODS:
         proc = subprocess.run([sys.executable, __file__, "--peak-child", method,
@@ -266,15 +295,16 @@ def main() -> int:
               "wall_s": time.perf_counter() - started, "threads": torch.get_num_threads()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"| method | torch.add s | merge s | ratio (add/merge) | peak MB | peak / model "
-          f"(limit {args.models + 2}) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| method | fresh: torch.add s | merge s | ratio | reused: torch.add s | merge s "
+          f"| ratio | peak MB | peak / model (limit {args.models + 2}) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     peaks = {m["method"]: m for m in memory}
-    for s in speed:
-        m = peaks.get(s["method"])
+    for fresh, reused in zip(speed["fresh"], speed["reused"], strict=True):
+        m = peaks.get(fresh["method"])
         mem = f"{m['peak_mb']:.0f} | {m['peak_models']:.2f}" if m else "- | -"
-        print(f"| {s['method']} | {s['baseline_s']:.3f} | {s['method_s']:.3f} | "
-              f"{s['ratio']:.2f} | {mem} |")
+        cells = " | ".join(f"{r['baseline_s']:.3f} | {r['method_s']:.3f} | {r['ratio']:.2f}"
+                           for r in (fresh, reused))
+        print(f"| {fresh['method']} | {cells} | {mem} |")
     print(f"\nSelf Positioning step {sp['sp_step_s'] * 1000:.1f} ms vs training step "
           f"{sp['train_step_s'] * 1000:.1f} ms ({sp['parameters']:,} parameters, batch "
           f"{sp['batch']}, 3 models): ratio {sp['ratio_sp_over_train']:.2f}")

@@ -14,6 +14,10 @@ space only), ``normalize`` (divide each V_i by its whole-model norm ‖V_i‖ fi
 norm; the angles are unchanged, the shares of the interpolation are not),
 ``dot_threshold``.
 
+Speed: with numba (the ``merge`` extra), the Gram matrices of large tensors are one pass
+over the N vectors and ``θ_0 + λ Σ c_i V_i`` one fused pass (:mod:`.linear_kernels`);
+without it, or for more than 8 models, the torch code (the same result to rounding).
+
 Example: ``create_method("slerp", t=0.5)(tv)``.
 """
 
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from mmret.merging.checkpoint import MergeError
+from mmret.merging.methods import linear_kernels
 from mmret.merging.methods.base import (
     MergeMethod,
     MergeResult,
@@ -91,6 +96,12 @@ class Slerp(MergeMethod):
                  c: torch.Tensor | list[float]) -> torch.Tensor:
         """θ_0 + λ Σ c_i V_i (task vectors) or Σ c_i θ_i (weights); ``c`` (N,) or (R, N)."""
         dtype = work_dtype(theta0)
+        if (self.space == "task_vectors" and isinstance(c, list) and _fusable(theta0, vectors)):
+            out = torch.empty_like(theta0)
+            linear_kernels.combine(out.view(-1).numpy(), theta0.reshape(-1).numpy(),
+                                   tuple(v.reshape(-1).numpy() for v in vectors),
+                                   [self.scale * float(ci) for ci in c])
+            return out
         if self.space == "task_vectors":
             merged, factor = theta0.to(dtype, copy=True), self.scale
         else:
@@ -149,9 +160,19 @@ class Slerp(MergeMethod):
         return MergeResult(out, coefficients)
 
 
+def _fusable(theta0: torch.Tensor, vectors: Sequence[torch.Tensor]) -> bool:
+    """Whether the fused kernels of :mod:`.linear_kernels` take these tensors (numba,
+    float32/float64 contiguous tensors of one dtype, at most ``FUSED_MAX`` of them)."""
+    return (linear_kernels.available() and 1 <= len(vectors) <= linear_kernels.FUSED_MAX
+            and theta0.dtype in (torch.float32, torch.float64) and theta0.numel() > 0
+            and all(v.dtype == theta0.dtype and v.is_contiguous() for v in vectors)
+            and theta0.is_contiguous())
+
+
 def tv_gram_matrices(tv: TaskVectors, keys: Sequence[str], vectors_of) -> torch.Tensor:
     """``G[t] = Gram matrix of vectors_of(tv, keys[t])`` (T, N, N), float64: large tensors by
-    :func:`gram_matrix` (N(N+1)/2 dots, no copy), small ones grouped by size and stacked
+    the one-pass :func:`.linear_kernels.gram` (numba; else :func:`gram_matrix`, N(N+1)/2
+    dots), small ones grouped by size and stacked
     (T_s, N, D) into one batched ``X @ Xᵀ`` (the dots in the tensors' dtype either way)."""
     n = len(tv.vectors)
     out = torch.empty(len(keys), n, n, dtype=torch.float64)
@@ -160,8 +181,13 @@ def tv_gram_matrices(tv: TaskVectors, keys: Sequence[str], vectors_of) -> torch.
         t = tv.base[key]
         if t.numel() <= SMALL:
             groups.setdefault((t.numel(), t.dtype), []).append(idx)
+            continue
+        vectors = vectors_of(tv, key)
+        if _fusable(t, vectors):
+            out[idx] = torch.from_numpy(linear_kernels.gram(
+                tuple(v.reshape(-1).numpy() for v in vectors)))
         else:
-            out[idx] = gram_matrix(vectors_of(tv, key))
+            out[idx] = gram_matrix(vectors)
     for idxs in groups.values():
         x = torch.stack([torch.stack([v.reshape(-1) for v in vectors_of(tv, keys[j])])
                          for j in idxs])

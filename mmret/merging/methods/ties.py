@@ -10,9 +10,10 @@ Per tensor (Yadav et al., "TIES-Merging", NeurIPS 2023; mergekit's ``ties``)::
 Options: ``density`` k ∈ (0, 1] (default 0.2), ``scale`` λ > 0 (default 1), ``weights``.
 At least one entry per non-empty tensor is kept (k·numel rounded down, at least 1).
 
-Speed: with numba importable, float32/float64 tensors take the exact kernels of
-:mod:`.ties_kernels` (a sampled bracket instead of a full ``kthvalue``, and the election
-and disjoint mean fused in one pass); otherwise, or with ``method._use_kernels = False``,
+Speed: with numba importable, float32/float64 tensors of up to ``FUSED_MAX`` (8) models
+take the exact kernels of :mod:`.ties_kernels` (the k-th magnitude by vectorised counting
+passes instead of a full ``kthvalue``, and the election and disjoint mean fused in one
+vectorised pass); otherwise, or with ``method._use_kernels = False``,
 the torch code below (the same result: tests/test_merging_methods.py compares them).
 
 Example: ``create_method("ties", density=0.2)(tv)``.
@@ -84,7 +85,8 @@ class Ties(MergeMethod):
     def merge_tensor(self, key: str, base: torch.Tensor, deltas: Sequence[torch.Tensor],
                      weights: Sequence[float]) -> torch.Tensor:
         if (self._use_kernels and base.numel() > 0 and ties_kernels.available()
-                and work_dtype(base) == base.dtype):
+                and work_dtype(base) == base.dtype
+                and len(deltas) <= ties_kernels.FUSED_MAX):
             return self._merge_kernels(base, deltas, weights)
         trimmed = torch.stack([trim_top_k(d, self.density) for d in deltas])
         mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=trimmed.dtype))
@@ -100,10 +102,6 @@ class Ties(MergeMethod):
             flat = d.to(dtype).reshape(-1).contiguous()
             if self.density < 1:
                 thr, count = ties_kernels.kth_largest_abs(flat.numpy(), k)
-                if count < 0:  # the sampled bracket missed: exact kthvalue
-                    magnitude = flat.abs()
-                    thr = float(torch.kthvalue(magnitude, n - k + 1).values)
-                    count = int((magnitude >= thr).sum())
                 if count != k:  # ties at the threshold: the stable-sort trim, kept as is
                     flat, thr = trim_top_k(flat, self.density), 0.0
                 thresholds[i] = thr
