@@ -176,8 +176,8 @@ def rss(field):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
 tmp = Path({str(tmp)!r})
-# warm-up: the same method on one-tensor copies of N + 1 models, so every module the merge
-# imports (and any kernel it compiles) is loaded before measuring
+# warm-up: the same method on one-tensor models (N + 1), so every module the merge imports
+# (and every kernel it compiles: LLVM's memory is not the merge's) is loaded before measuring
 import gc, shutil, torch
 from safetensors.torch import save_file
 from mmret.checkpoint import write_manifest
@@ -185,7 +185,9 @@ name, options = {method!r}, {json.dumps(METHODS[method])}
 for i in range({n} + 1):
     d = tmp / f'warm{{i}}'
     d.mkdir()
-    save_file({{'w': torch.arange(4.0) * (i + 1)}}, str(d / 'model.safetensors'))
+    # big enough for every kernel the merge compiles (TIES' sampled k-th, SLERP's Gram)
+    w = torch.randn(70000, generator=torch.Generator().manual_seed(i))
+    save_file({{'w': w}}, str(d / 'model.safetensors'))
     (d / 'towers.json').write_text(json.dumps({{'name': 'bench', 'kwargs': {{}}}}))
     write_manifest(d, ['model.safetensors', 'towers.json'])
 merge_checkpoints([tmp / f'warm{{i}}' for i in range(1, {n} + 1)], tmp / 'warm_out',

@@ -130,6 +130,7 @@ class Slerp(MergeMethod):
             gram = (tv_gram_matrices(tv, keys, self._vectors).sum(0) if keys
                     else torch.zeros(n, n, dtype=torch.float64))
             flat_c = self._coefficients(gram / outer, shares) / norms
+            flat_list = flat_c.tolist()
         elif self.angles == "per_tensor" and self.space == "task_vectors" and keys:
             # all Gram matrices first, then one batched composition (no per-tensor overhead)
             grams = tv_gram_matrices(tv, keys, self._vectors) / outer
@@ -140,7 +141,7 @@ class Slerp(MergeMethod):
             theta0 = tv.base[key]
             vectors = self._vectors(tv, key)
             if flat_c is not None:
-                c = flat_c
+                c = flat_list
             elif key_c is not None:
                 c = key_c[key]
             else:
