@@ -30,9 +30,14 @@ import functools
 
 import numpy as np
 
-from mmret.merging.methods.jit import JIT_OPTIONS, available, compile_generated
+from mmret.merging.methods.jit import (
+    FUSED_MAX,
+    JIT_OPTIONS,
+    available,
+    check_models,
+    compile_generated,
+)
 
-FUSED_MAX = 8
 _U = np.uint64
 GAMMA = _U(0x9E3779B97F4A7C15)
 _CONST = {"GAMMA": GAMMA, "M1": _U(0xBF58476D1CE4E5B9), "M2": _U(0x94D049BB133111EB),
@@ -55,19 +60,24 @@ def _mix():
     return mix
 
 
-def _mix_py(z: int) -> int:
-    m = (1 << 64) - 1
-    z &= m
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
-    return z ^ (z >> 31)
+@functools.cache
+def _key_kernel():
+    import numba
+
+    mix = _mix()
+
+    @numba.njit(cache=True, **JIT_OPTIONS)
+    def key(seed, tensor, pair):
+        s_t = mix(mix(seed) + (tensor + np.uint64(1)) * GAMMA)
+        return mix(s_t + (pair + np.uint64(1)) * GAMMA)
+
+    return key
 
 
 def pair_key(seed: int, tensor: int, pair: int) -> np.uint64:
-    """``K_{t,q}``: the stream of models ``2q`` and ``2q + 1`` in tensor ``t``."""
-    g, m = int(GAMMA), (1 << 64) - 1
-    s_t = _mix_py((_mix_py(int(seed) & m) + (int(tensor) + 1) * g) & m)
-    return _U(_mix_py((s_t + (int(pair) + 1) * g) & m))
+    """``K_{t,q}``: the stream of models ``2q`` and ``2q + 1`` in tensor ``t`` (uint64
+    arithmetic, wrapping, in the same ``mix`` as the kernels)."""
+    return _U(_key_kernel()(_U(int(seed) & (2**64 - 1)), _U(tensor), _U(pair)))
 
 
 def threshold(keep: float) -> np.uint64:
@@ -124,8 +134,7 @@ def fused_merge(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndarray, ...
                 coefficients: list[float], keep: float, seed: int, tensor: int) -> None:
     """Write ``θ_0 + Σ_i c_i (keep_i ⊙ δ_i)`` into ``out`` (flat arrays of one dtype, at
     most ``FUSED_MAX`` deltas; masks of :func:`keep_mask`)."""
-    if not 1 <= len(deltas) <= FUSED_MAX:
-        raise ValueError(f"fused_merge takes 1..{FUSED_MAX} deltas, got {len(deltas)}")
+    check_models(len(deltas))
     kind = out.dtype.type
     keys = [pair_key(seed, tensor, q) for q in range((len(deltas) + 1) // 2)]
     _fused(len(deltas))(out, base, *deltas, *keys, *(kind(c) for c in coefficients),

@@ -21,9 +21,7 @@ import functools
 
 import numpy as np
 
-from mmret.merging.methods.jit import available, compile_generated
-
-FUSED_MAX = 8
+from mmret.merging.methods.jit import FUSED_MAX, available, check_models, compile_generated
 
 
 def _gram_source(n: int) -> str:
@@ -51,13 +49,8 @@ def _combine_source(n: int) -> str:
 
 @functools.cache
 def _gram(n: int):
-    import numba
-
-    source = _gram_source(n)
-    scope: dict = {"np": np}
-    exec(compile(source, "<mmret.merging gram>", "exec"), scope)  # noqa: S102 (our template)
-    return numba.njit(nogil=True, error_model="numpy",
-                      fastmath={"reassoc", "nsz", "contract"})(scope["gram"])
+    return compile_generated(_gram_source(n), "gram", {"np": np},
+                             fastmath={"reassoc", "nsz", "contract"})
 
 
 @functools.cache
@@ -65,14 +58,9 @@ def _combine(n: int):
     return compile_generated(_combine_source(n), "combine")
 
 
-def _check(vectors) -> None:
-    if not 1 <= len(vectors) <= FUSED_MAX:
-        raise ValueError(f"takes 1..{FUSED_MAX} vectors, got {len(vectors)}")
-
-
 def gram(vectors: tuple[np.ndarray, ...]) -> np.ndarray:
     """(N, N) float64 Gram matrix of N flat arrays of one size and dtype."""
-    _check(vectors)
+    check_models(len(vectors))
     out = np.empty((len(vectors), len(vectors)), dtype=np.float64)
     _gram(len(vectors))(out, *vectors)
     return out
@@ -81,7 +69,7 @@ def gram(vectors: tuple[np.ndarray, ...]) -> np.ndarray:
 def combine(out: np.ndarray, base: np.ndarray, vectors: tuple[np.ndarray, ...],
             coefficients: list[float]) -> None:
     """Write ``base + Σ_i c_i vectors[i]`` into ``out`` (flat arrays of one dtype)."""
-    _check(vectors)
+    check_models(len(vectors))
     kind = out.dtype.type
     _combine(len(vectors))(out, base, *vectors, *(kind(c) for c in coefficients))
 

@@ -48,11 +48,16 @@ import math
 
 import numpy as np
 
-from mmret.merging.methods.jit import JIT_OPTIONS, available, compile_generated
+from mmret.merging.methods.jit import (
+    FUSED_MAX,
+    JIT_OPTIONS,
+    available,
+    check_models,
+    compile_generated,
+)
 
 SAMPLE = 2048
 GATHER_MAX = 256
-FUSED_MAX = 8
 _JIT = {"cache": True, **JIT_OPTIONS}
 
 
@@ -70,33 +75,6 @@ def _kernels():
             a += v > t1
             b += v > t2
         return a, b
-
-    @numba.njit(**_JIT)
-    def gather_inside(x, lo, hi, m):
-        """The m values lo < |x| ≤ hi; blocks of 64 holding none are skipped."""
-        n = x.size
-        out = np.empty(m, dtype=x.dtype)
-        got = 0
-        blocks = n // 64
-        for b in range(blocks):
-            start = b * 64
-            c = 0
-            for j in range(64):
-                v = abs(x[start + j])
-                c += v > lo
-                c -= v > hi
-            if c != 0:
-                for j in range(64):
-                    v = abs(x[start + j])
-                    if v > lo and v <= hi:
-                        out[got] = v
-                        got += 1
-        for j in range(blocks * 64, n):
-            v = abs(x[j])
-            if v > lo and v <= hi:
-                out[got] = v
-                got += 1
-        return out
 
     @numba.njit(**_JIT)
     def count_gather(x, lo, hi, cap):
@@ -213,7 +191,7 @@ def _kernels():
                 break
         m = big_b - a_cnt
         if not done:
-            inside = gather_inside(x, lo, hi, m)
+            inside = count_gather(x, lo, hi, m)[2]
         idx = m - (k - a_cnt)               # ascending index of the (k − A)-th largest inside
         thr = np.partition(inside, idx)[idx]
         count = a_cnt
@@ -262,8 +240,7 @@ def ties_merge(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndarray, ...]
     """Write ``θ_0 + λ · disjoint mean`` into ``out`` (flat arrays of one dtype; at most
     ``FUSED_MAX`` deltas), each delta trimmed to ``|δ_i| ≥ thresholds[i]`` (module
     docstring)."""
-    if not 1 <= len(deltas) <= FUSED_MAX:
-        raise ValueError(f"ties_merge fuses 1..{FUSED_MAX} deltas, got {len(deltas)}")
+    check_models(len(deltas))
     kind = out.dtype.type
     _fused_merge(len(deltas))(out, base, *deltas, *(kind(t) for t in thresholds),
                               *(kind(w) for w in weights), kind(scale))
