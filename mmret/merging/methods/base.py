@@ -49,14 +49,21 @@ class MergeMethod:
                      weights: Sequence[float]) -> torch.Tensor:
         raise NotImplementedError
 
+    def merge_small(self, tv: TaskVectors, weights: Sequence[float]) -> dict[str, torch.Tensor]:
+        """Merged tensors for keys this method merges faster together than one by one
+        (small tensors, whose cost is per call); the default: none. Only tensors much
+        smaller than a model may be merged here (peak memory)."""
+        return {}
+
     def __call__(self, tv: TaskVectors, consume: bool = False) -> MergeResult:
         """Merge every key; ``consume=True`` drops each key's inputs from ``tv`` once its
         output exists (peak memory: the inputs plus one output tensor)."""
         weights = self.model_weights(len(tv.vectors))
+        batched = self.merge_small(tv, weights)
         out = {}
         for key in list(tv.base):
-            out[key] = self.merge_tensor(key, tv.base[key], [v[key] for v in tv.vectors],
-                                         weights)
+            out[key] = batched.pop(key) if key in batched else self.merge_tensor(
+                key, tv.base[key], [v[key] for v in tv.vectors], weights)
             if consume:
                 consume_key(tv, key)
         return MergeResult(out, {**self.options(),

@@ -68,6 +68,9 @@ def elect_and_merge(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     return (weighted * mask).sum(0) / divisor
 
 
+SMALL = 4096  # tensors of at most this many elements are merged together (merge_small)
+
+
 @register_method("ties")
 class Ties(MergeMethod):
     def __init__(self, density: float = 0.2, scale: float = 1.0,
@@ -82,11 +85,40 @@ class Ties(MergeMethod):
     def model_weights(self, n: int) -> list[float]:
         return check_weights(self.weights, n) or [1.0] * n
 
+    def _kernels_take(self, base: torch.Tensor, n_models: int) -> bool:
+        return (self._use_kernels and base.numel() > 0 and ties_kernels.available()
+                and work_dtype(base) == base.dtype and n_models <= ties_kernels.FUSED_MAX)
+
+    def merge_small(self, tv, weights: Sequence[float]) -> dict[str, torch.Tensor]:
+        """Tensors of at most ``SMALL`` elements (biases, norms) in one kernel call per
+        dtype: their cost is per call (tensors with ties at a threshold are left to
+        :meth:`merge_tensor`)."""
+        groups: dict[torch.dtype, list[str]] = {}
+        for key, base in tv.base.items():
+            if base.numel() <= SMALL and self._kernels_take(base, len(tv.vectors)) and all(
+                    v[key].dtype == base.dtype for v in tv.vectors):
+                groups.setdefault(base.dtype, []).append(key)
+        out = {}
+        for keys in groups.values():
+            sizes = [tv.base[key].numel() for key in keys]
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            ks = np.array([max(1, int(self.density * n)) if self.density < 1 else n
+                           for n in sizes])
+            flat = torch.cat([tv.base[key].reshape(-1) for key in keys])
+            deltas = [torch.cat([v[key].reshape(-1) for key in keys]) for v in tv.vectors]
+            merged = torch.empty_like(flat)
+            tied = ties_kernels.ties_merge_segments(
+                merged.numpy(), flat.numpy(), tuple(d.numpy() for d in deltas), offsets, ks,
+                np.asarray(weights, dtype=np.float64), self.scale)
+            for i, key in enumerate(keys):
+                if not tied[i]:
+                    out[key] = merged[offsets[i]:offsets[i + 1]].reshape(
+                        tv.base[key].shape).clone()
+        return out
+
     def merge_tensor(self, key: str, base: torch.Tensor, deltas: Sequence[torch.Tensor],
                      weights: Sequence[float]) -> torch.Tensor:
-        if (self._use_kernels and base.numel() > 0 and ties_kernels.available()
-                and work_dtype(base) == base.dtype
-                and len(deltas) <= ties_kernels.FUSED_MAX):
+        if self._kernels_take(base, len(deltas)):
             return self._merge_kernels(base, deltas, weights)
         trimmed = torch.stack([trim_top_k(d, self.density) for d in deltas])
         mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=trimmed.dtype))

@@ -56,53 +56,107 @@ from mmret.merging.methods.jit import (
     compile_generated,
 )
 
-SAMPLE = 2048
-GATHER_MAX = 256
+SAMPLE = 1024
+GATHER_MAX = 512
+COUNT_BLOCK = 4096  # float counters stay exact up to 2**24
 _JIT = {"cache": True, **JIT_OPTIONS}
+_JIT_SUM = {**_JIT, "fastmath": {"reassoc"}}  # lets LLVM vectorise the counters' sums
 
 
 @functools.cache
 def _kernels():
     import numba
 
-    @numba.njit(**_JIT)
+    @numba.njit(**_JIT_SUM)
     def count_above(x, t1, t2):
-        """(#|x| > t1, #|x| > t2) in one vectorised pass."""
+        """(#|x| > t1, #|x| > t2) in one vectorised pass (counted in the array's float type
+        over blocks of ``COUNT_BLOCK`` — exact — so that each lane is a masked add)."""
+        n = x.size
+        one = x.dtype.type(1.0)
+        zero = x.dtype.type(0.0)
         a = 0
         b = 0
-        for j in range(x.size):
+        blocks = n // COUNT_BLOCK
+        for blk in range(blocks):
+            start = blk * COUNT_BLOCK
+            fa = zero
+            fb = zero
+            for j in range(start, start + COUNT_BLOCK):
+                v = abs(x[j])
+                fa += one if v > t1 else zero
+                fb += one if v > t2 else zero
+            a += int(fa)
+            b += int(fb)
+        for j in range(blocks * COUNT_BLOCK, n):
             v = abs(x[j])
             a += v > t1
             b += v > t2
         return a, b
 
-    @numba.njit(**_JIT)
+    @numba.njit(**_JIT_SUM)
+    def count_above4(x, t):
+        """#|x| > t[j] for four thresholds in one pass (the first pass reads the array from
+        memory, slower than four compares)."""
+        n = x.size
+        one = x.dtype.type(1.0)
+        zero = x.dtype.type(0.0)
+        t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+        c = np.zeros(4, dtype=np.int64)
+        blocks = n // COUNT_BLOCK
+        for blk in range(blocks):
+            start = blk * COUNT_BLOCK
+            f0 = zero
+            f1 = zero
+            f2 = zero
+            f3 = zero
+            for j in range(start, start + COUNT_BLOCK):
+                v = abs(x[j])
+                f0 += one if v > t0 else zero
+                f1 += one if v > t1 else zero
+                f2 += one if v > t2 else zero
+                f3 += one if v > t3 else zero
+            c[0] += int(f0)
+            c[1] += int(f1)
+            c[2] += int(f2)
+            c[3] += int(f3)
+        for j in range(blocks * COUNT_BLOCK, n):
+            v = abs(x[j])
+            c[0] += v > t0
+            c[1] += v > t1
+            c[2] += v > t2
+            c[3] += v > t3
+        return c
+
+    @numba.njit(**_JIT_SUM)
     def count_gather(x, lo, hi, cap):
         """(#|x| > lo, #|x| > hi, the values lo < |x| ≤ hi): one pass of vectorised counts
-        over 64-element blocks, gathering from the blocks that hold any (only the first
-        ``cap`` kept: a larger count means the buffer is incomplete)."""
+        over 64-element blocks, gathering (without branches) from the blocks that hold any
+        (only the first ``cap`` kept: a larger count means the buffer is incomplete)."""
         n = x.size
-        out = np.empty(cap, dtype=x.dtype)
+        out = np.empty(cap + 64, dtype=x.dtype)
+        one = x.dtype.type(1.0)
+        zero = x.dtype.type(0.0)
         got = 0
         c_lo = 0
         c_hi = 0
         blocks = n // 64
         for b in range(blocks):
             start = b * 64
-            a = 0
-            c = 0
-            for j in range(64):
-                v = abs(x[start + j])
-                a += v > lo
-                c += v > hi
+            fa = zero
+            fc = zero
+            for j in range(start, start + 64):
+                v = abs(x[j])
+                fa += one if v > lo else zero
+                fc += one if v > hi else zero
+            a = int(fa)
+            c = int(fc)
             c_lo += a
             c_hi += c
             if a != c and got + (a - c) <= cap:
-                for j in range(64):
-                    v = abs(x[start + j])
-                    if v > lo and v <= hi:
-                        out[got] = v
-                        got += 1
+                for j in range(start, start + 64):
+                    v = abs(x[j])
+                    out[got] = v
+                    got += (v > lo) & (v <= hi)
         for j in range(blocks * 64, n):
             v = abs(x[j])
             c_lo += v > lo
@@ -113,12 +167,22 @@ def _kernels():
         return c_lo, c_hi, out[:got]
 
     @numba.njit(**_JIT)
+    def inverse_quadratic(ca, ta, cb, tb, cc, tc, c):
+        """The threshold t at which the count is ``c``, by the quadratic t(count) through
+        three (count, t) points (nan if two counts are equal)."""
+        ca, cb, cc, c = float(ca), float(cb), float(cc), float(c)
+        if ca == cb or ca == cc or cb == cc:
+            return math.nan
+        return (ta * (c - cb) * (c - cc) / ((ca - cb) * (ca - cc))
+                + tb * (c - ca) * (c - cc) / ((cb - ca) * (cb - cc))
+                + tc * (c - ca) * (c - cb) / ((cc - ca) * (cc - cb)))
+
+    @numba.njit(**_JIT)
     def kth_abs(x, k, sample, gather_max):
         n = x.size
         if n <= 2 * sample:
             a = np.abs(x)
-            a.sort()
-            thr = a[n - k]
+            thr = np.partition(a, n - k)[n - k]
             count = 0
             for j in range(n):
                 if a[j] >= thr:
@@ -134,14 +198,40 @@ def _kernels():
         pos = s - r
         lo_i = int(math.floor(pos - margin))
         hi_i = int(math.ceil(pos + margin))
-        tt = np.empty(2, dtype=x.dtype)     # thresholds in the array's dtype
         top = samp.max()
-        # two selections instead of a sort of the sample
-        tt[0] = np.partition(samp, lo_i)[lo_i] if lo_i >= 0 else -1.0
-        tt[1] = np.partition(samp, hi_i)[hi_i] if hi_i < s else top
-        big_b, a_cnt = count_above(x, tt[0], tt[1])
-        lo, hi = tt[0], tt[1]
+        # four thresholds at sample ranks lo_i, ⅓, ⅔ and hi_i of the bracket: the first pass
+        # is memory-bound, so the two inner compares cost nothing and the pass ends with
+        # the k-th in a third of the bracket and three points of the counting curve
+        lo_c = max(lo_i, 0)
+        hi_c = min(hi_i, s - 1)
+        part = np.partition(samp, lo_c)     # part[lo_c]: sample rank lo_c; the rest above
+        between = (np.sort(np.partition(part[lo_c + 1:], hi_c - lo_c - 1)[:hi_c - lo_c])
+                   if hi_c > lo_c else part[:0])
+        tt4 = np.empty(4, dtype=x.dtype)    # thresholds in the array's dtype
+        for q in range(4):
+            rank = lo_c + (hi_c - lo_c) * q // 3
+            tt4[q] = part[lo_c] if rank == lo_c else between[rank - lo_c - 1]
+        if lo_i < 0:
+            tt4[0] = -1.0
+        if hi_i >= s:
+            tt4[3] = top
+        c4 = count_above4(x, tt4)
+        j4 = -1                             # which third holds the k-th (-1: none)
+        if c4[3] < k <= c4[0]:
+            j4 = 0
+            while c4[j4 + 1] >= k:
+                j4 += 1
+            lo, big_b, hi, a_cnt = tt4[j4], c4[j4], tt4[j4 + 1], c4[j4 + 1]
+        else:
+            lo, big_b, hi, a_cnt = tt4[0], c4[0], tt4[3], c4[3]
+        tt = np.empty(2, dtype=x.dtype)
         # invariant from here on: a_cnt = #(|x| > hi) < k <= big_b = #(|x| > lo)
+        wide = 2 * (hi_c - lo_c) + 2         # a missed bracket widens by this many ranks first
+        if a_cnt >= k and hi_c + wide < s:
+            tt[1] = np.partition(samp, hi_c + wide)[hi_c + wide]
+            g1, g2 = count_above(x, hi, tt[1])
+            if g2 < k:
+                lo, big_b, hi, a_cnt = hi, g1, tt[1], g2
         while a_cnt >= k:                   # the k-th is above hi: widen upwards
             lo, big_b = hi, a_cnt
             if hi < top:
@@ -153,6 +243,11 @@ def _kernels():
                 tt[1] = mx
             a_cnt, _ = count_above(x, tt[1], tt[1])
             hi = tt[1]
+        if big_b < k and lo_c - wide >= 0:
+            tt[0] = np.partition(samp, lo_c - wide)[lo_c - wide]
+            g1, g2 = count_above(x, tt[0], lo)
+            if g1 >= k:
+                lo, big_b, hi, a_cnt = tt[0], g1, lo, g2
         if big_b < k:                       # the k-th is at or below lo: widen downwards
             hi, a_cnt = lo, big_b
             tt[0] = -1.0
@@ -168,6 +263,14 @@ def _kernels():
             width = hi - lo
             tt[0] = hi - min(rr + d, m) / m * width
             tt[1] = hi - max(rr - d, 0.0) / m * width
+            if j4 >= 0:                     # the first pass's curvature: inverse quadratic
+                o = j4 - 1 if j4 > 0 else j4 + 2  # through the bracket and one more point
+                t_lo = inverse_quadratic(big_b, lo, a_cnt, hi, c4[o], tt4[o], k + d)
+                t_hi = inverse_quadratic(big_b, lo, a_cnt, hi, c4[o], tt4[o], k - d)
+                if lo <= t_lo < t_hi <= hi:
+                    tt[0] = t_lo
+                    tt[1] = t_hi
+                j4 = -1
             if not tt[0] > lo:
                 tt[0] = lo
             if not tt[1] < hi:
@@ -228,6 +331,56 @@ def _fused_merge(n_models: int):
     return compile_generated(_fused_merge_source(n_models), "merge")
 
 
+def _segments_merge_source(n_models: int) -> str:
+    """Source of the TIES merge of many small tensors packed end to end (one call)."""
+    idx = range(n_models)
+    ds = ", ".join(f"d{i}" for i in idx)
+    ws = ", ".join(f"w{i}" for i in idx)
+    lines = [f"def merge_segments(out, base, {ds}, offsets, ks, {ws}, scale, tied):",
+             "    for s in range(offsets.size - 1):",
+             "        a = offsets[s]",
+             "        b = offsets[s + 1]",
+             "        k = ks[s]"]
+    for i in idx:
+        lines += [f"        t{i} = zero_of(d{i})",
+                  "        if k < b - a:",
+                  f"            t{i}, c{i} = kth_abs(d{i}[a:b], k, 1 << 30, 0)",
+                  f"            tied[s] |= c{i} != k"]
+    ts = ", ".join(f"t{i}" for i in idx)
+    lines.append(f"        merge(out[a:b], base[a:b], {', '.join(f'd{i}[a:b]' for i in idx)}, "
+                 f"{ts}, {ws}, scale)")
+    return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def _segments_merge(n_models: int):
+    import numba
+
+    @numba.njit(**_JIT)
+    def zero_of(x):
+        return x.dtype.type(0.0)
+
+    return compile_generated(_segments_merge_source(n_models), "merge_segments",
+                             {"kth_abs": _kernels(), "merge": _fused_merge(n_models),
+                              "zero_of": zero_of})
+
+
+def ties_merge_segments(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndarray, ...],
+                        offsets: np.ndarray, ks: np.ndarray, weights: np.ndarray,
+                        scale: float) -> np.ndarray:
+    """:func:`ties_merge` of many tensors packed end to end in flat arrays (tensor ``s`` is
+    ``[offsets[s], offsets[s + 1])``, trimmed to its ``ks[s]`` largest ``|δ_i|``; ``ks[s]``
+    equal to its size: no trim) in one call, each threshold by :func:`kth_largest_abs`.
+    Returns which tensors have ties at a threshold (those need the stable-sort trim)."""
+    check_models(len(deltas))
+    kind = out.dtype.type
+    tied = np.zeros(len(offsets) - 1, dtype=np.bool_)
+    _segments_merge(len(deltas))(out, base, *deltas, offsets.astype(np.int64),
+                                 ks.astype(np.int64), *(kind(w) for w in weights),
+                                 kind(scale), tied)
+    return tied
+
+
 def kth_largest_abs(x: np.ndarray, k: int) -> tuple[float, int]:
     """``(t, c)``: ``t`` the exact k-th largest ``|x|`` of the flat array ``x`` (1 ≤ k ≤
     x.size) and ``c`` the number of ``|x| ≥ t`` (``c > k`` means ties at ``t``)."""
@@ -246,4 +399,5 @@ def ties_merge(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndarray, ...]
                               *(kind(w) for w in weights), kind(scale))
 
 
-__all__ = ["FUSED_MAX", "GATHER_MAX", "SAMPLE", "available", "kth_largest_abs", "ties_merge"]
+__all__ = ["FUSED_MAX", "GATHER_MAX", "SAMPLE", "available", "kth_largest_abs", "ties_merge",
+           "ties_merge_segments"]
