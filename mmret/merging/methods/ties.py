@@ -126,20 +126,18 @@ class Ties(MergeMethod):
 
     def _merge_kernels(self, base: torch.Tensor, deltas: Sequence[torch.Tensor],
                        weights: Sequence[float]) -> torch.Tensor:
-        """The numba path of :meth:`merge_tensor` (same result, see module docstring)."""
+        """The numba path of :meth:`merge_tensor` (same result, see module docstring): one
+        kernel call finds the thresholds and merges."""
         dtype, n = base.dtype, base.numel()
-        k = max(1, int(self.density * n))
-        flats, thresholds = [], np.zeros(len(deltas), dtype=np.float64)
-        for i, d in enumerate(deltas):
-            flat = d.to(dtype).reshape(-1).contiguous()
-            if self.density < 1:
-                thr, count = ties_kernels.kth_largest_abs(flat.numpy(), k)
-                if count != k:  # ties at the threshold: the stable-sort trim, kept as is
-                    flat, thr = trim_top_k(flat, self.density), 0.0
-                thresholds[i] = thr
-            flats.append(flat)
+        k = max(1, int(self.density * n)) if self.density < 1 else n
+        flats = [d.to(dtype).reshape(-1).contiguous() for d in deltas]
         out = torch.empty(n, dtype=dtype)
-        ties_kernels.ties_merge(out.numpy(), base.reshape(-1).contiguous().numpy(),
-                                tuple(f.numpy() for f in flats), thresholds,
-                                np.asarray(weights, dtype=np.float64), self.scale)
+        tied = ties_kernels.ties_merge_segments(
+            out.numpy(), base.reshape(-1).contiguous().numpy(),
+            tuple(f.numpy() for f in flats), np.array([0, n]), np.array([k]),
+            np.asarray(weights, dtype=np.float64), self.scale)
+        if tied[0]:  # ties at a threshold: the stable-sort trim of the torch code
+            trimmed = torch.stack([trim_top_k(d, self.density) for d in flats])
+            mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=dtype))
+            return (base + self.scale * mixed.reshape(base.shape)).to(dtype)
         return out.reshape(base.shape)

@@ -166,6 +166,73 @@ def _kernels():
                 got += 1
         return c_lo, c_hi, out[:got]
 
+    @numba.njit(**_JIT_SUM)
+    def count_at_most(x, t):
+        """#(x ≤ t), vectorised (float counters over blocks, as :func:`count_above`)."""
+        one = x.dtype.type(1.0)
+        zero = x.dtype.type(0.0)
+        c = 0
+        for start in range(0, x.size, COUNT_BLOCK):
+            y = x[start:start + COUNT_BLOCK]  # indexed from 0, so that LLVM vectorises
+            f = zero
+            for j in range(y.size):
+                f += one if y[j] <= t else zero
+            c += int(f)
+        return c
+
+    @numba.njit(**_JIT_SUM)
+    def count_equal(x, t):
+        """#(x = t), vectorised."""
+        one = x.dtype.type(1.0)
+        zero = x.dtype.type(0.0)
+        c = 0
+        for start in range(0, x.size, COUNT_BLOCK):
+            y = x[start:start + COUNT_BLOCK]  # indexed from 0, so that LLVM vectorises
+            f = zero
+            for j in range(y.size):
+                f += one if y[j] == t else zero
+            c += int(f)
+        return c
+
+    @numba.njit(**_JIT)
+    def order_statistic(x, r, scratch, bits):
+        """The exact r-th smallest (0-based) of the non-negative ``x``, by bisection on the
+        float's bit pattern (monotone for x ≥ 0): counting passes, no branches on the data,
+        faster than a quickselect whose branches cannot be predicted. ``scratch`` is a
+        one-element array of x's dtype, ``bits`` its integer view."""
+        scratch[0] = x.max()
+        lo = -1                             # count(x ≤ value(lo)) ≤ r < count(x ≤ value(hi))
+        hi = bits[0]
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            bits[0] = mid
+            if count_at_most(x, scratch[0]) > r:
+                hi = mid
+            else:
+                lo = mid
+        bits[0] = hi
+        return scratch[0]
+
+    @numba.njit(**_JIT)
+    def sample_ranks(x, lo_r, hi_r, ikind):
+        """The ascending values of ranks lo_r … hi_r (0-based, inclusive) of the
+        non-negative sample ``x``: two order statistics, then a sort of what lies between."""
+        scratch = np.empty(1, dtype=x.dtype)
+        bits = scratch.view(ikind.dtype)
+        v_lo = order_statistic(x, lo_r, scratch, bits)
+        v_hi = order_statistic(x, hi_r, scratch, bits)
+        between = np.empty(x.size, dtype=x.dtype)
+        m = 0
+        below = 0
+        for j in range(x.size):
+            v = x[j]
+            below += v < v_lo
+            if v_lo <= v <= v_hi:
+                between[m] = v
+                m += 1
+        ranked = np.sort(between[:m])       # sorted(x)[below : below + m]
+        return ranked[lo_r - below:hi_r - below + 1]
+
     @numba.njit(**_JIT)
     def inverse_quadratic(ca, ta, cb, tb, cc, tc, c):
         """The threshold t at which the count is ``c``, by the quadratic t(count) through
@@ -178,16 +245,13 @@ def _kernels():
                 + tc * (c - ca) * (c - cb) / ((cc - ca) * (cc - cb)))
 
     @numba.njit(**_JIT)
-    def kth_abs(x, k, sample, gather_max):
+    def kth_abs(x, k, sample, gather_max, ikind):
         n = x.size
-        if n <= 2 * sample:
+        if n <= 2 * sample:                 # small: the order statistic of |x| directly
             a = np.abs(x)
-            thr = np.partition(a, n - k)[n - k]
-            count = 0
-            for j in range(n):
-                if a[j] >= thr:
-                    count += 1
-            return thr, count
+            scratch = np.empty(1, dtype=x.dtype)
+            thr = order_statistic(a, n - k, scratch, scratch.view(ikind.dtype))
+            return thr, n - count_at_most(a, thr) + count_equal(a, thr)
         step = n // sample
         s = n // step
         samp = np.empty(s, dtype=x.dtype)
@@ -204,13 +268,10 @@ def _kernels():
         # the k-th in a third of the bracket and three points of the counting curve
         lo_c = max(lo_i, 0)
         hi_c = min(hi_i, s - 1)
-        part = np.partition(samp, lo_c)     # part[lo_c]: sample rank lo_c; the rest above
-        between = (np.sort(np.partition(part[lo_c + 1:], hi_c - lo_c - 1)[:hi_c - lo_c])
-                   if hi_c > lo_c else part[:0])
+        ranked = sample_ranks(samp, lo_c, hi_c, ikind)  # sample ranks lo_c … hi_c
         tt4 = np.empty(4, dtype=x.dtype)    # thresholds in the array's dtype
         for q in range(4):
-            rank = lo_c + (hi_c - lo_c) * q // 3
-            tt4[q] = part[lo_c] if rank == lo_c else between[rank - lo_c - 1]
+            tt4[q] = ranked[(hi_c - lo_c) * q // 3]
         if lo_i < 0:
             tt4[0] = -1.0
         if hi_i >= s:
@@ -227,8 +288,10 @@ def _kernels():
         tt = np.empty(2, dtype=x.dtype)
         # invariant from here on: a_cnt = #(|x| > hi) < k <= big_b = #(|x| > lo)
         wide = 2 * (hi_c - lo_c) + 2         # a missed bracket widens by this many ranks first
+        scratch = np.empty(1, dtype=x.dtype)
+        bits = scratch.view(ikind.dtype)
         if a_cnt >= k and hi_c + wide < s:
-            tt[1] = np.partition(samp, hi_c + wide)[hi_c + wide]
+            tt[1] = order_statistic(samp, hi_c + wide, scratch, bits)
             g1, g2 = count_above(x, hi, tt[1])
             if g2 < k:
                 lo, big_b, hi, a_cnt = hi, g1, tt[1], g2
@@ -244,7 +307,7 @@ def _kernels():
             a_cnt, _ = count_above(x, tt[1], tt[1])
             hi = tt[1]
         if big_b < k and lo_c - wide >= 0:
-            tt[0] = np.partition(samp, lo_c - wide)[lo_c - wide]
+            tt[0] = order_statistic(samp, lo_c - wide, scratch, bits)
             g1, g2 = count_above(x, tt[0], lo)
             if g1 >= k:
                 lo, big_b, hi, a_cnt = tt[0], g1, lo, g2
@@ -319,9 +382,11 @@ def _fused_merge_source(n_models: int) -> str:
                   f"        y{i} = w{i} * x{i} if abs(x{i}) >= t{i} else zero"]
     total = " + ".join(f"y{i}" for i in idx)
     lines.append(f"        g = one if {total} >= zero else -one")
-    lines += [f"        k{i} = y{i} * g > zero" for i in idx]
-    lines.append("        num = " + " + ".join(f"(y{i} if k{i} else zero)" for i in idx))
-    lines.append("        den = " + " + ".join(f"(w{i} if k{i} else zero)" for i in idx))
+    lines += ["        num = zero", "        den = zero"]
+    for i in idx:  # conditional sums, so that each term is one masked add
+        lines += [f"        k{i} = y{i} * g > zero",
+                  f"        num = num + y{i} if k{i} else num",
+                  f"        den = den + w{i} if k{i} else den"]
     lines.append("        out[j] = base[j] + scale * (num / (den if den != zero else one))")
     return "\n".join(lines) + "\n"
 
@@ -336,7 +401,8 @@ def _segments_merge_source(n_models: int) -> str:
     idx = range(n_models)
     ds = ", ".join(f"d{i}" for i in idx)
     ws = ", ".join(f"w{i}" for i in idx)
-    lines = [f"def merge_segments(out, base, {ds}, offsets, ks, {ws}, scale, tied):",
+    lines = [f"def merge_segments(out, base, {ds}, offsets, ks, {ws}, scale, tied, ikind, "
+             "sample, gather_max):",
              "    for s in range(offsets.size - 1):",
              "        a = offsets[s]",
              "        b = offsets[s + 1]",
@@ -344,7 +410,7 @@ def _segments_merge_source(n_models: int) -> str:
     for i in idx:
         lines += [f"        t{i} = zero_of(d{i})",
                   "        if k < b - a:",
-                  f"            t{i}, c{i} = kth_abs(d{i}[a:b], k, 1 << 30, 0)",
+                  f"            t{i}, c{i} = kth_abs(d{i}[a:b], k, sample, gather_max, ikind)",
                   f"            tied[s] |= c{i} != k"]
     ts = ", ".join(f"t{i}" for i in idx)
     lines.append(f"        merge(out[a:b], base[a:b], {', '.join(f'd{i}[a:b]' for i in idx)}, "
@@ -377,14 +443,20 @@ def ties_merge_segments(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndar
     tied = np.zeros(len(offsets) - 1, dtype=np.bool_)
     _segments_merge(len(deltas))(out, base, *deltas, offsets.astype(np.int64),
                                  ks.astype(np.int64), *(kind(w) for w in weights),
-                                 kind(scale), tied)
+                                 kind(scale), tied, _int_like(out), SAMPLE, GATHER_MAX)
     return tied
+
+
+def _int_like(x: np.ndarray) -> np.ndarray:
+    """An empty array of the integer type as wide as x's float type (the kernels' view of
+    its bit patterns)."""
+    return np.empty(0, dtype=np.int32 if x.dtype == np.float32 else np.int64)
 
 
 def kth_largest_abs(x: np.ndarray, k: int) -> tuple[float, int]:
     """``(t, c)``: ``t`` the exact k-th largest ``|x|`` of the flat array ``x`` (1 ≤ k ≤
     x.size) and ``c`` the number of ``|x| ≥ t`` (``c > k`` means ties at ``t``)."""
-    thr, count = _kernels()(x, int(k), SAMPLE, GATHER_MAX)
+    thr, count = _kernels()(x, int(k), SAMPLE, GATHER_MAX, _int_like(x))
     return float(thr), int(count)
 
 
