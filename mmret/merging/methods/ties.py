@@ -130,14 +130,19 @@ class Ties(MergeMethod):
         kernel call finds the thresholds and merges."""
         dtype, n = base.dtype, base.numel()
         k = max(1, int(self.density * n)) if self.density < 1 else n
-        flats = [d.to(dtype).reshape(-1).contiguous() for d in deltas]
-        out = torch.empty(n, dtype=dtype)
+        flats = [d if d.dtype == dtype else d.to(dtype) for d in deltas]
+        out = np.empty(n, dtype=_flat(base).dtype)
         tied = ties_kernels.ties_merge_segments(
-            out.numpy(), base.reshape(-1).contiguous().numpy(),
-            tuple(f.numpy() for f in flats), np.array([0, n]), np.array([k]),
-            np.asarray(weights, dtype=np.float64), self.scale)
+            out, _flat(base), tuple(_flat(f) for f in flats), np.array([0, n], dtype=np.int64),
+            np.array([k], dtype=np.int64), weights, self.scale)
         if tied[0]:  # ties at a threshold: the stable-sort trim of the torch code
+            flats = [f.reshape(-1) for f in flats]
             trimmed = torch.stack([trim_top_k(d, self.density) for d in flats])
             mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=dtype))
             return (base + self.scale * mixed.reshape(base.shape)).to(dtype)
-        return out.reshape(base.shape)
+        return torch.from_numpy(out).reshape(base.shape)
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    """The tensor's elements as a flat numpy array (a view when it is contiguous)."""
+    return t.numpy().ravel() if t.is_contiguous() else t.reshape(-1).numpy()

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -70,47 +71,40 @@ def _kernels():
     @numba.njit(**_JIT_SUM)
     def count_above(x, t1, t2):
         """(#|x| > t1, #|x| > t2) in one vectorised pass (counted in the array's float type
-        over blocks of ``COUNT_BLOCK`` — exact — so that each lane is a masked add)."""
-        n = x.size
+        over blocks of ``COUNT_BLOCK`` — exact — so that each lane is a masked add; each
+        block indexed from 0, so that LLVM sees no negative index and vectorises)."""
         one = x.dtype.type(1.0)
         zero = x.dtype.type(0.0)
         a = 0
         b = 0
-        blocks = n // COUNT_BLOCK
-        for blk in range(blocks):
-            start = blk * COUNT_BLOCK
+        for start in range(0, x.size, COUNT_BLOCK):
+            y = x[start:start + COUNT_BLOCK]
             fa = zero
             fb = zero
-            for j in range(start, start + COUNT_BLOCK):
-                v = abs(x[j])
+            for j in range(y.size):
+                v = abs(y[j])
                 fa += one if v > t1 else zero
                 fb += one if v > t2 else zero
             a += int(fa)
             b += int(fb)
-        for j in range(blocks * COUNT_BLOCK, n):
-            v = abs(x[j])
-            a += v > t1
-            b += v > t2
         return a, b
 
     @numba.njit(**_JIT_SUM)
     def count_above4(x, t):
         """#|x| > t[j] for four thresholds in one pass (the first pass reads the array from
         memory, slower than four compares)."""
-        n = x.size
         one = x.dtype.type(1.0)
         zero = x.dtype.type(0.0)
         t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
         c = np.zeros(4, dtype=np.int64)
-        blocks = n // COUNT_BLOCK
-        for blk in range(blocks):
-            start = blk * COUNT_BLOCK
+        for start in range(0, x.size, COUNT_BLOCK):
+            y = x[start:start + COUNT_BLOCK]
             f0 = zero
             f1 = zero
             f2 = zero
             f3 = zero
-            for j in range(start, start + COUNT_BLOCK):
-                v = abs(x[j])
+            for j in range(y.size):
+                v = abs(y[j])
                 f0 += one if v > t0 else zero
                 f1 += one if v > t1 else zero
                 f2 += one if v > t2 else zero
@@ -119,12 +113,6 @@ def _kernels():
             c[1] += int(f1)
             c[2] += int(f2)
             c[3] += int(f3)
-        for j in range(blocks * COUNT_BLOCK, n):
-            v = abs(x[j])
-            c[0] += v > t0
-            c[1] += v > t1
-            c[2] += v > t2
-            c[3] += v > t3
         return c
 
     @numba.njit(**_JIT_SUM)
@@ -136,20 +124,20 @@ def _kernels():
         out = np.empty(cap + 64, dtype=x.dtype)
         one = x.dtype.type(1.0)
         zero = x.dtype.type(0.0)
+        above = x.dtype.type(128.0)         # one counter per block: 128·#(> hi) + #inside
         got = 0
         c_lo = 0
         c_hi = 0
         blocks = n // 64
         for b in range(blocks):
             start = b * 64
-            fa = zero
-            fc = zero
+            f = zero
             for j in range(start, start + 64):
                 v = abs(x[j])
-                fa += one if v > lo else zero
-                fc += one if v > hi else zero
-            a = int(fa)
-            c = int(fc)
+                f += above if v > hi else (one if v > lo else zero)
+            e = int(f)
+            c = e >> 7
+            a = c + (e & 127)
             c_lo += a
             c_hi += c
             if a != c and got + (a - c) <= cap:
@@ -432,7 +420,7 @@ def _segments_merge(n_models: int):
 
 
 def ties_merge_segments(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndarray, ...],
-                        offsets: np.ndarray, ks: np.ndarray, weights: np.ndarray,
+                        offsets: np.ndarray, ks: np.ndarray, weights: Sequence[float],
                         scale: float) -> np.ndarray:
     """:func:`ties_merge` of many tensors packed end to end in flat arrays (tensor ``s`` is
     ``[offsets[s], offsets[s + 1])``, trimmed to its ``ks[s]`` largest ``|δ_i|``; ``ks[s]``
@@ -441,8 +429,8 @@ def ties_merge_segments(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndar
     check_models(len(deltas))
     kind = out.dtype.type
     tied = np.zeros(len(offsets) - 1, dtype=np.bool_)
-    _segments_merge(len(deltas))(out, base, *deltas, offsets.astype(np.int64),
-                                 ks.astype(np.int64), *(kind(w) for w in weights),
+    _segments_merge(len(deltas))(out, base, *deltas, np.asarray(offsets, dtype=np.int64),
+                                 np.asarray(ks, dtype=np.int64), *(kind(w) for w in weights),
                                  kind(scale), tied, _int_like(out), SAMPLE, GATHER_MAX)
     return tied
 
