@@ -32,7 +32,6 @@ import numpy as np
 
 from mmret.merging.methods.jit import (
     FUSED_MAX,
-    JIT_OPTIONS,
     available,
     check_models,
     compile_generated,
@@ -40,44 +39,23 @@ from mmret.merging.methods.jit import (
 
 _U = np.uint64
 GAMMA = _U(0x9E3779B97F4A7C15)
-_CONST = {"GAMMA": GAMMA, "M1": _U(0xBF58476D1CE4E5B9), "M2": _U(0x94D049BB133111EB),
+HASH_CONSTANTS = {"GAMMA": GAMMA, "M1": _U(0xBF58476D1CE4E5B9), "M2": _U(0x94D049BB133111EB),
           "S30": _U(30), "S27": _U(27), "S31": _U(31), "S32": _U(32),
           "LOW": _U(0xFFFFFFFF)}
 
 
 @functools.cache
-def _mix():
-    import numba
+def _jit():
+    """:mod:`.dare_jit` (numba is imported here)."""
+    from mmret.merging.methods import dare_jit
 
-    M1, M2, S30, S27, S31 = (_CONST[k] for k in ("M1", "M2", "S30", "S27", "S31"))
-
-    @numba.njit(cache=True, **JIT_OPTIONS)
-    def mix(z):
-        z = (z ^ (z >> S30)) * M1
-        z = (z ^ (z >> S27)) * M2
-        return z ^ (z >> S31)
-
-    return mix
-
-
-@functools.cache
-def _key_kernel():
-    import numba
-
-    mix = _mix()
-
-    @numba.njit(cache=True, **JIT_OPTIONS)
-    def key(seed, tensor, pair):
-        s_t = mix(mix(seed) + (tensor + np.uint64(1)) * GAMMA)
-        return mix(s_t + (pair + np.uint64(1)) * GAMMA)
-
-    return key
+    return dare_jit
 
 
 def pair_key(seed: int, tensor: int, pair: int) -> np.uint64:
     """``K_{t,q}``: the stream of models ``2q`` and ``2q + 1`` in tensor ``t`` (uint64
     arithmetic, wrapping, in the same ``mix`` as the kernels)."""
-    return _U(_key_kernel()(_U(int(seed) & (2**64 - 1)), _U(tensor), _U(pair)))
+    return _U(_jit().key(_U(int(seed) & (2**64 - 1)), _U(tensor), _U(pair)))
 
 
 def threshold(keep: float) -> np.uint64:
@@ -104,29 +82,13 @@ def _source(n_models: int) -> str:
 
 @functools.cache
 def _fused(n_models: int):
-    return compile_generated(_source(n_models), "merge", {"np": np, "mix": _mix(), **_CONST})
-
-
-@functools.cache
-def _mask_kernel():
-    import numba
-
-    mix, S32, LOW = _mix(), _CONST["S32"], _CONST["LOW"]
-
-    @numba.njit(cache=True, **JIT_OPTIONS)
-    def mask(out, key, high, thresh):
-        for j in range(out.size):
-            h = mix(key + (np.uint64(j) + np.uint64(1)) * GAMMA)
-            half = (h >> S32) if high else (h & LOW)
-            out[j] = half < thresh
-
-    return mask
+    return compile_generated(_source(n_models), "merge", {"np": np, "mix": _jit().mix, **HASH_CONSTANTS})
 
 
 def keep_mask(n: int, keep: float, seed: int, tensor: int, model: int) -> np.ndarray:
     """The ``hash`` sampler's keep mask (bool, length ``n``) of ``model`` in ``tensor``."""
     out = np.empty(n, dtype=np.bool_)
-    _mask_kernel()(out, pair_key(seed, tensor, model // 2), model % 2 == 0, threshold(keep))
+    _jit().mask(out, pair_key(seed, tensor, model // 2), model % 2 == 0, threshold(keep))
     return out
 
 

@@ -1,0 +1,37 @@
+"""The numba kernels of :mod:`.dare_kernels` (imported only when numba is; module-level
+functions, so that numba's on-disk cache finds them again in the next process)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from mmret.merging.methods.dare_kernels import GAMMA, HASH_CONSTANTS
+from mmret.merging.methods.jit import JIT_OPTIONS
+
+M1, M2, S30, S27, S31, S32, LOW = (HASH_CONSTANTS[k] for k in ("M1", "M2", "S30", "S27",
+                                                              "S31", "S32", "LOW"))
+
+
+@numba.njit(cache=True, **JIT_OPTIONS)
+def mix(z):
+    """SplitMix64's finaliser (uint64, wrapping)."""
+    z = (z ^ (z >> S30)) * M1
+    z = (z ^ (z >> S27)) * M2
+    return z ^ (z >> S31)
+
+
+@numba.njit(cache=True, **JIT_OPTIONS)
+def key(seed, tensor, pair):
+    """The stream key of a pair of models in a tensor."""
+    s_t = mix(mix(seed) + (tensor + np.uint64(1)) * GAMMA)
+    return mix(s_t + (pair + np.uint64(1)) * GAMMA)
+
+
+@numba.njit(cache=True, **JIT_OPTIONS)
+def mask(out, key, high, thresh):
+    """One model's keep mask from its pair's key (the high or low 32-bit half)."""
+    for j in range(out.size):
+        h = mix(key + (np.uint64(j) + np.uint64(1)) * GAMMA)
+        half = (h >> S32) if high else (h & LOW)
+        out[j] = half < thresh
