@@ -34,7 +34,10 @@ def test_kth_largest_abs_is_exact_on_sampled_and_whole_paths(dtype):
     g = torch.Generator().manual_seed(1)
     cases = [torch.randn(100_000, generator=g, dtype=dtype),            # sampled bracket
              torch.rand(50_000, generator=g, dtype=dtype).pow(8) - 0.5,  # skewed
-             torch.randn(5_000, generator=g, dtype=dtype)]               # sorted whole
+             torch.randn(5_000, generator=g, dtype=dtype),               # sampled, small
+             torch.randn(2 * ties_kernels.SAMPLE, generator=g, dtype=dtype),  # order statistic
+             torch.round(torch.randn(1_500, generator=g, dtype=dtype) * 3) / 3,  # its ties
+             torch.zeros(700, dtype=dtype), torch.full((300,), -2.5, dtype=dtype)]
     for x in cases:
         for density in (0.001, 0.2, 0.5, 0.99):
             k = max(1, int(density * x.numel()))
@@ -73,6 +76,32 @@ def test_ties_kernels_equal_the_torch_path(dtype):
             assert fast[key].dtype == dtype
             assert (fast[key] - plain[key]).abs().max().item() < TOL, (density, key)
         assert "_use_kernels" not in method.options()
+
+
+@needs_numba
+def test_ties_small_tensors_merged_together_equal_the_torch_path():
+    """merge_small packs the small tensors of each kernel dtype into one call; other dtypes,
+    tensors with ties at a threshold and big tensors go one by one: all equal the torch
+    code."""
+    g = torch.Generator().manual_seed(6)
+    shapes = {"a": (384,), "b": (7, 5), "c": (1,), "big": (300, 40), "d": (2000,)}
+    tv = make_tv(shapes, seed=6)
+    for key, dtype in (("b", torch.float64), ("c", torch.float16)):
+        tv.base[key] = tv.base[key].to(dtype)
+        for vec in tv.vectors:
+            vec[key] = vec[key].to(dtype)
+    tv.vectors[2]["d"] = torch.round(torch.randn(2000, generator=g) * 2) / 2  # ties
+    method = create_method("ties", density=0.3, scale=0.9, weights=[1.0, 2.0, 0.5])
+    assert set(method.merge_small(tv, method.model_weights(3))) == {"a", "b"}  # not c, d, big
+    fast = method(tv).tensors
+    method._use_kernels = False
+    plain = method(tv).tensors
+    for key in shapes:
+        assert fast[key].dtype == plain[key].dtype == tv.base[key].dtype
+        tol = 1e-3 if tv.base[key].dtype == torch.float16 else TOL
+        assert (fast[key].double() - plain[key].double()).abs().max().item() < tol, key
+    assert all(t.untyped_storage().data_ptr() != fast["a"].untyped_storage().data_ptr()
+               for key, t in fast.items() if key != "a")  # own storage: safetensors-safe
 
 
 @needs_numba

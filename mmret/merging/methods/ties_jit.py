@@ -146,7 +146,7 @@ def order_statistic(x, r, scratch, bits):
     lo = -1                             # count(x ≤ value(lo)) ≤ r < count(x ≤ value(hi))
     hi = bits[0]
     while hi - lo > 1:
-        mid = (lo + hi) >> 1
+        mid = lo + ((hi - lo) >> 1)  # lo + hi of float64 bit patterns can pass 2**63
         bits[0] = mid
         if count_at_most(x, scratch[0]) > r:
             hi = mid
