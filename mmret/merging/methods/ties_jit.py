@@ -109,32 +109,24 @@ def count_gather(x, lo, hi, cap):
     return c_lo, c_hi, out[:got]
 
 @numba.njit(**_JIT_SUM)
-def count_at_most(x, t):
-    """#(x ≤ t), vectorised (float counters over blocks, as :func:`count_above`)."""
+def count_below(x, t, inclusive):
+    """#(x ≤ t) (``inclusive``) or #(x < t), vectorised (float counters over blocks, as
+    :func:`count_above`)."""
     one = x.dtype.type(1.0)
     zero = x.dtype.type(0.0)
     c = 0
     for start in range(0, x.size, COUNT_BLOCK):
         y = x[start:start + COUNT_BLOCK]  # indexed from 0, so that LLVM vectorises
         f = zero
-        for j in range(y.size):
-            f += one if y[j] <= t else zero
+        if inclusive:
+            for j in range(y.size):
+                f += one if y[j] <= t else zero
+        else:
+            for j in range(y.size):
+                f += one if y[j] < t else zero
         c += int(f)
     return c
 
-@numba.njit(**_JIT_SUM)
-def count_equal(x, t):
-    """#(x = t), vectorised."""
-    one = x.dtype.type(1.0)
-    zero = x.dtype.type(0.0)
-    c = 0
-    for start in range(0, x.size, COUNT_BLOCK):
-        y = x[start:start + COUNT_BLOCK]  # indexed from 0, so that LLVM vectorises
-        f = zero
-        for j in range(y.size):
-            f += one if y[j] == t else zero
-        c += int(f)
-    return c
 
 @numba.njit(**_JIT)
 def order_statistic(x, r, scratch, bits):
@@ -148,7 +140,7 @@ def order_statistic(x, r, scratch, bits):
     while hi - lo > 1:
         mid = lo + ((hi - lo) >> 1)  # lo + hi of float64 bit patterns can pass 2**63
         bits[0] = mid
-        if count_at_most(x, scratch[0]) > r:
+        if count_below(x, scratch[0], True) > r:
             hi = mid
         else:
             lo = mid
@@ -195,7 +187,7 @@ def kth_abs(x, k, sample, gather_max, ikind):
         a = np.abs(x)
         scratch = np.empty(1, dtype=x.dtype)
         thr = order_statistic(a, n - k, scratch, scratch.view(ikind.dtype))
-        return thr, n - count_at_most(a, thr) + count_equal(a, thr)
+        return thr, n - count_below(a, thr, False)
     step = n // sample
     s = n // step
     samp = np.empty(s, dtype=x.dtype)
