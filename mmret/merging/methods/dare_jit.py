@@ -6,8 +6,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from mmret.merging.methods.dare_kernels import GAMMA, HASH_CONSTANTS
 from mmret.merging.methods.jit import JIT_OPTIONS
+
+_U = np.uint64
+GAMMA = _U(0x9E3779B97F4A7C15)
+HASH_CONSTANTS = {"GAMMA": GAMMA, "M1": _U(0xBF58476D1CE4E5B9),
+                  "M2": _U(0x94D049BB133111EB), "S30": _U(30), "S27": _U(27), "S31": _U(31),
+                  "S32": _U(32), "LOW": _U(0xFFFFFFFF)}
 
 M1, M2, S30, S27, S31, S32, LOW = (HASH_CONSTANTS[k] for k in ("M1", "M2", "S30", "S27",
                                                               "S31", "S32", "LOW"))

@@ -38,10 +38,6 @@ from mmret.merging.methods.jit import (
 )
 
 _U = np.uint64
-GAMMA = _U(0x9E3779B97F4A7C15)
-HASH_CONSTANTS = {"GAMMA": GAMMA, "M1": _U(0xBF58476D1CE4E5B9), "M2": _U(0x94D049BB133111EB),
-          "S30": _U(30), "S27": _U(27), "S31": _U(31), "S32": _U(32),
-          "LOW": _U(0xFFFFFFFF)}
 
 
 @functools.cache
@@ -82,7 +78,7 @@ def _source(n_models: int) -> str:
 
 @functools.cache
 def _fused(n_models: int):
-    return compile_generated(_source(n_models), "merge", {"np": np, "mix": _jit().mix, **HASH_CONSTANTS})
+    return compile_generated(_source(n_models), "merge", {"np": np, "mix": _jit().mix, **_jit().HASH_CONSTANTS})
 
 
 def keep_mask(n: int, keep: float, seed: int, tensor: int, model: int) -> np.ndarray:

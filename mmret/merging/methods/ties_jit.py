@@ -23,27 +23,6 @@ def zero_of(x):
 
 
 @numba.njit(**_JIT_SUM)
-def count_above(x, t1, t2):
-    """(#|x| > t1, #|x| > t2) in one vectorised pass (counted in the array's float type
-    over blocks of ``COUNT_BLOCK`` — exact — so that each lane is a masked add; each
-    block indexed from 0, so that LLVM sees no negative index and vectorises)."""
-    one = x.dtype.type(1.0)
-    zero = x.dtype.type(0.0)
-    a = 0
-    b = 0
-    for start in range(0, x.size, COUNT_BLOCK):
-        y = x[start:start + COUNT_BLOCK]
-        fa = zero
-        fb = zero
-        for j in range(y.size):
-            v = abs(y[j])
-            fa += one if v > t1 else zero
-            fb += one if v > t2 else zero
-        a += int(fa)
-        b += int(fb)
-    return a, b
-
-@numba.njit(**_JIT_SUM)
 def count_above4(x, t):
     """#|x| > t[j] for four thresholds in one pass (the first pass reads the array from
     memory, slower than four compares)."""
@@ -68,6 +47,18 @@ def count_above4(x, t):
         c[2] += int(f2)
         c[3] += int(f3)
     return c
+
+@numba.njit(**_JIT)
+def count_above(x, t1, t2):
+    """(#|x| > t1, #|x| > t2) (the rare passes: a missed bracket, a wide one)."""
+    t = np.empty(4, dtype=x.dtype)
+    t[0] = t1
+    t[1] = t2
+    t[2] = t2
+    t[3] = t2
+    c = count_above4(x, t)
+    return c[0], c[1]
+
 
 @numba.njit(**_JIT_SUM)
 def count_gather(x, lo, hi, cap):
