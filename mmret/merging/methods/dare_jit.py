@@ -3,10 +3,12 @@ functions, so that numba's on-disk cache finds them again in the next process)."
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from mmret.extras import require
 from mmret.merging.methods.jit import JIT_OPTIONS
+
+numba = require("numba", "merge")
 
 _U = np.uint64
 GAMMA = _U(0x9E3779B97F4A7C15)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
+from mmret.extras import require
 from mmret.merging.methods.jit import JIT_OPTIONS
+
+numba = require("numba", "merge")
 
 COUNT_BLOCK = 4096  # float counters stay exact up to 2**24
 _JIT = {"cache": True, **JIT_OPTIONS}
