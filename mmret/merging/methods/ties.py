@@ -102,14 +102,13 @@ class Ties(MergeMethod):
         for keys in groups.values():
             sizes = [tv.base[key].numel() for key in keys]
             offsets = np.concatenate([[0], np.cumsum(sizes)])
-            ks = np.array([max(1, int(self.density * n)) if self.density < 1 else n
-                           for n in sizes])
+            ks = np.array([self._keep_count(n) for n in sizes])
             flat = torch.cat([tv.base[key].reshape(-1) for key in keys])
             deltas = [torch.cat([v[key].reshape(-1) for key in keys]) for v in tv.vectors]
             merged = torch.empty_like(flat)
             tied = ties_kernels.ties_merge_segments(
                 merged.numpy(), flat.numpy(), tuple(d.numpy() for d in deltas), offsets, ks,
-                np.asarray(weights, dtype=np.float64), self.scale)
+                weights, self.scale)
             for i, key in enumerate(keys):
                 if not tied[i]:
                     out[key] = merged[offsets[i]:offsets[i + 1]].reshape(
@@ -120,6 +119,15 @@ class Ties(MergeMethod):
                      weights: Sequence[float]) -> torch.Tensor:
         if self._kernels_take(base, len(deltas)):
             return self._merge_kernels(base, deltas, weights)
+        return self._merge_torch(base, deltas, weights)
+
+    def _keep_count(self, n: int) -> int:
+        """How many entries of an n-element delta survive the trim (all at density 1)."""
+        return max(1, int(self.density * n)) if self.density < 1 else n
+
+    def _merge_torch(self, base: torch.Tensor, deltas: Sequence[torch.Tensor],
+                     weights: Sequence[float]) -> torch.Tensor:
+        """The plain definition (also where the kernels found ties at a threshold)."""
         trimmed = torch.stack([trim_top_k(d, self.density) for d in deltas])
         mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=trimmed.dtype))
         return (base + self.scale * mixed).to(base.dtype)
@@ -129,17 +137,14 @@ class Ties(MergeMethod):
         """The numba path of :meth:`merge_tensor` (same result, see module docstring): one
         kernel call finds the thresholds and merges."""
         dtype, n = base.dtype, base.numel()
-        k = max(1, int(self.density * n)) if self.density < 1 else n
-        flats = [d if d.dtype == dtype else d.to(dtype) for d in deltas]
-        out = np.empty(n, dtype=_flat(base).dtype)
+        flat_base = _flat(base)
+        flats = [_flat(d if d.dtype == dtype else d.to(dtype)) for d in deltas]
+        out = np.empty(n, dtype=flat_base.dtype)
         tied = ties_kernels.ties_merge_segments(
-            out, _flat(base), tuple(_flat(f) for f in flats), np.array([0, n], dtype=np.int64),
-            np.array([k], dtype=np.int64), weights, self.scale)
+            out, flat_base, tuple(flats), np.array([0, n], dtype=np.int64),
+            np.array([self._keep_count(n)], dtype=np.int64), weights, self.scale)
         if tied[0]:  # ties at a threshold: the stable-sort trim of the torch code
-            flats = [f.reshape(-1) for f in flats]
-            trimmed = torch.stack([trim_top_k(d, self.density) for d in flats])
-            mixed = elect_and_merge(trimmed, torch.tensor(weights, dtype=dtype))
-            return (base + self.scale * mixed.reshape(base.shape)).to(dtype)
+            return self._merge_torch(base, deltas, weights)
         return torch.from_numpy(out).reshape(base.shape)
 
 

@@ -28,14 +28,14 @@ so that numba's disk cache serves the next process); this module drives them.
   Arrays of at most ``2·SAMPLE`` elements take the order statistic of ``|x|`` directly.
   The result is exact for any data (ties, zeros, a sample that misses): the bracket only
   decides how fast it is found.
-* :func:`ties_merge` — sign election and disjoint mean of the N trimmed deltas fused into
-  one vectorised loop over elements, generated for each N ≤ ``FUSED_MAX`` (the torch code
+* the fused merge — sign election and disjoint mean of the N trimmed deltas in one
+  vectorised loop over elements, generated for each N ≤ ``FUSED_MAX`` (the torch code
   for more models), in the tensors' dtype with the torch code's order of operations
   (tests: equal to it):
   ``y_i = w_i δ_i [|δ_i| ≥ t_i]``, ``γ = sign(Σ y_i)`` (0 → +),
   ``θ = θ_0 + λ Σ_{y_i γ > 0} y_i / Σ_{y_i γ > 0} w_i`` (0 → 1).
-* :func:`ties_merge_segments` — both for many tensors packed end to end, in one call (one
-  per big tensor; all the small ones, biases and norms, together).
+* :func:`ties_merge_segments` — the thresholds and the fused merge of tensors packed end to
+  end, in one call (one per big tensor; all the small ones, biases and norms, together).
 
 numba is the optional ``merge`` extra (``pip install mmret[merge]``; ``make setup`` has it):
 :func:`available` says whether it imports. The kernels compile on first use: ≈ 11 s the
@@ -69,11 +69,11 @@ GATHER_MAX = 512
 
 
 @functools.cache
-def _kernels():
-    """The exact k-th kernel (:func:`.ties_jit.kth_abs`; numba is imported here)."""
+def _jit():
+    """:mod:`.ties_jit` (numba is imported here)."""
     from mmret.merging.methods import ties_jit
 
-    return ties_jit.kth_abs
+    return ties_jit
 
 
 def _fused_merge_source(n_models: int) -> str:
@@ -104,7 +104,8 @@ def _fused_merge(n_models: int):
 
 
 def _segments_merge_source(n_models: int) -> str:
-    """Source of the TIES merge of many small tensors packed end to end (one call)."""
+    """Source of the TIES merge of tensors packed end to end (one call: a big tensor alone,
+    or all the small ones together): each threshold by ``kth_abs``, then ``merge``."""
     idx = range(n_models)
     ds = ", ".join(f"d{i}" for i in idx)
     ws = ", ".join(f"w{i}" for i in idx)
@@ -127,17 +128,15 @@ def _segments_merge_source(n_models: int) -> str:
 
 @functools.cache
 def _segments_merge(n_models: int):
-    from mmret.merging.methods import ties_jit
-
     return compile_generated(_segments_merge_source(n_models), "merge_segments",
-                             {"kth_abs": ties_jit.kth_abs, "merge": _fused_merge(n_models),
-                              "zero_of": ties_jit.zero_of})
+                             {"kth_abs": _jit().kth_abs, "merge": _fused_merge(n_models),
+                              "zero_of": _jit().zero_of})
 
 
 def ties_merge_segments(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndarray, ...],
                         offsets: np.ndarray, ks: np.ndarray, weights: Sequence[float],
                         scale: float) -> np.ndarray:
-    """:func:`ties_merge` of many tensors packed end to end in flat arrays (tensor ``s`` is
+    """The fused TIES merge of tensors packed end to end in flat arrays (tensor ``s`` is
     ``[offsets[s], offsets[s + 1])``, trimmed to its ``ks[s]`` largest ``|δ_i|``; ``ks[s]``
     equal to its size: no trim) in one call, each threshold by :func:`kth_largest_abs`.
     Returns which tensors have ties at a threshold (those need the stable-sort trim)."""
@@ -159,20 +158,9 @@ def _int_like(x: np.ndarray) -> np.ndarray:
 def kth_largest_abs(x: np.ndarray, k: int) -> tuple[float, int]:
     """``(t, c)``: ``t`` the exact k-th largest ``|x|`` of the flat array ``x`` (1 ≤ k ≤
     x.size) and ``c`` the number of ``|x| ≥ t`` (``c > k`` means ties at ``t``)."""
-    thr, count = _kernels()(x, int(k), SAMPLE, GATHER_MAX, _int_like(x))
+    thr, count = _jit().kth_abs(x, int(k), SAMPLE, GATHER_MAX, _int_like(x))
     return float(thr), int(count)
 
 
-def ties_merge(out: np.ndarray, base: np.ndarray, deltas: tuple[np.ndarray, ...],
-               thresholds: np.ndarray, weights: np.ndarray, scale: float) -> None:
-    """Write ``θ_0 + λ · disjoint mean`` into ``out`` (flat arrays of one dtype; at most
-    ``FUSED_MAX`` deltas), each delta trimmed to ``|δ_i| ≥ thresholds[i]`` (module
-    docstring)."""
-    check_models(len(deltas))
-    kind = out.dtype.type
-    _fused_merge(len(deltas))(out, base, *deltas, *(kind(t) for t in thresholds),
-                              *(kind(w) for w in weights), kind(scale))
-
-
-__all__ = ["FUSED_MAX", "GATHER_MAX", "SAMPLE", "available", "kth_largest_abs", "ties_merge",
+__all__ = ["FUSED_MAX", "GATHER_MAX", "SAMPLE", "available", "kth_largest_abs",
            "ties_merge_segments"]
